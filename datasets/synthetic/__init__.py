@@ -1,0 +1,1 @@
+"""Synthetic shapes: relrank's embedded default dataset."""

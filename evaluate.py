@@ -1,0 +1,8 @@
+"""Evaluate trained rankers: `python evaluate.py --workdir=W [--json]` (see --help)."""
+
+import sys
+
+from relrank.cli import evaluate_main
+
+if __name__ == "__main__":
+    sys.exit(evaluate_main())

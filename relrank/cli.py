@@ -1,0 +1,130 @@
+"""Command-line front ends of train.py and evaluate.py: flags -> Config -> library calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from relrank.config import DATASET_DEFAULTS, MODEL_PRESETS, make_config
+from relrank.errors import UserError
+
+
+def _quiet_libraries() -> None:
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _run(main, argv) -> int:
+    """Run `main`, turning a UserError into a one-line message and exit status 2."""
+    _quiet_libraries()
+    try:
+        main(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _dataset_defaults_help() -> str:
+    rows = [
+        f"  {name:10s} model={d['model']} epochs={d['epochs']} batch_pairs={d['batch_pairs']} "
+        f"backbone_lr={d['backbone_lr']:g} head_lr={d['head_lr']:g} weight_decay={d['weight_decay']:g}"
+        for name, d in DATASET_DEFAULTS.items()
+    ]
+    return "defaults per dataset (a flag overrides them):\n" + "\n".join(rows)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a relative-attribute ranker (VGG-16 + Dense(1), RankNet loss) on pairs of images.",
+        epilog=_dataset_defaults_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--dataset", default="synthetic", help="dataset name (default: synthetic, the embedded demo dataset)")
+    add("--attr", default=None, help="attribute to rank by (default: the dataset's first); 'all' trains one model per attribute")
+    add("--workdir", default=None, help="where checkpoints, metrics.jsonl and curves.png go (default: runs/DATASET/ATTR); "
+        "rerunning on a workdir with a checkpoint resumes it")
+    add("--epochs", type=int, help="passes over the training pairs")
+    add("--batch_pairs", type=int, help="pairs per training step (2x as many images); divisible by the device count")
+    add("--backbone_lr", type=float, help="RMSProp learning rate of the VGG-16 layers (0 freezes them)")
+    add("--head_lr", type=float, help="RMSProp learning rate of the Dense(1) ranking layer")
+    add("--weight_decay", type=float, help="coefficient of the L2 penalty on all weights (not biases)")
+    add("--seed", type=int, help="seed of initialisation, data order and dropout (default: 0)")
+    add("--model", choices=sorted(MODEL_PRESETS), help="vgg16 (the paper's network) or vgg16_small (1/8 width, for CPUs)")
+    add("--image_size", type=int, help="input side in pixels, a multiple of 32 (default: 224 for vgg16, 32 for vgg16_small)")
+    add("--compute_dtype", choices=["float32", "bfloat16"], help="dtype of the forward/backward pass; parameters stay float32")
+    add("--eval_batch_images", type=int, help="images per scoring batch at evaluation (default: 128)")
+    add("--checkpoint_every_steps", type=int, help="save a checkpoint every N steps, besides each epoch's end (default: 500)")
+    add("--keep_checkpoints", type=int, help="how many recent checkpoints to keep; the best one is kept too (default: 3)")
+    add("--log_every_steps", type=int, help="steps between metrics.jsonl rows (default: 10)")
+    add("--stop_after_steps", type=int, default=None, help="stop after N more steps with a checkpoint (rerun to continue)")
+    add("--data_dir", default=None, help="TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    add("--manual_dir", default=None, help="folder holding the dataset's source files, for datasets that need them")
+    return parser
+
+
+def _train(argv) -> None:
+    from relrank.data import load_dataset
+    from relrank.trainer import train
+
+    args = train_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k not in ("attr", "workdir", "stop_after_steps")}
+    base = make_config(**overrides)  # validates flags before any data work
+    data = load_dataset(base.dataset, base.data_dir, base.manual_dir)
+    attrs = data.attributes if args.attr == "all" else [args.attr or data.attributes[0]]
+    for attr in attrs:
+        config = make_config(**overrides, attr=attr)
+        workdir = args.workdir or os.path.join("runs", config.dataset, attr)
+        if len(attrs) > 1 and args.workdir:
+            workdir = os.path.join(args.workdir, attr)
+        summary = train(config, workdir, stop_after_steps=args.stop_after_steps)
+        accuracy = summary["test_accuracy"]
+        shown = f"{accuracy:.2f}%" if accuracy is not None else "not evaluated yet"
+        print(
+            f"{config.dataset}/{attr}: test accuracy {shown} at step {summary['final_step']} "
+            f"({summary['wall_seconds']:.0f} s; compile {summary['compile_seconds']:.1f} s) -> {workdir}"
+        )
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Evaluate trained rankers: percentage of correctly ordered test pairs "
+        "(ground-truth ties skipped, predicted ties counted wrong), one row per attribute.",
+    )
+    add = parser.add_argument
+    add("--workdir", required=True, help="a run's workdir, or a folder of runs (one per attribute)")
+    add("--checkpoint", default="latest", help="latest (default), best (highest test accuracy seen) or a step number")
+    add("--split", default="test", help="pair set to evaluate (default: test)")
+    add("--data_dir", default="", help="TFDS data directory, if not the one the run was trained with")
+    add("--json", action="store_true", help="print one JSON object instead of a table")
+    return parser
+
+
+def _evaluate(argv) -> None:
+    from relrank.evaluator import evaluate_run, find_runs
+
+    args = evaluate_parser().parse_args(argv)
+    results = [evaluate_run(run, args.checkpoint, args.split, args.data_dir) for run in find_runs(args.workdir)]
+    if args.json:
+        print(json.dumps(dict(results=results), indent=2))
+        return
+    print(f"{'dataset':10s} {'attribute':20s} {'step':>7s} {'pairs':>9s} {'accuracy':>9s}")
+    for r in results:
+        print(f"{r['dataset']:10s} {r['attr']:20s} {r['step']:7d} {r['num_pairs']:9d} {r['accuracy']:8.2f}%")
+    if len(results) > 1:
+        mean = sum(r["accuracy"] for r in results) / len(results)
+        print(f"{'mean':10s} {'':20s} {'':7s} {'':9s} {mean:8.2f}%")
+
+
+def train_main(argv=None) -> int:
+    return _run(_train, argv)
+
+
+def evaluate_main(argv=None) -> int:
+    return _run(_evaluate, argv)

@@ -1,0 +1,138 @@
+"""Configuration as data: model presets, preprocessing and per-dataset defaults.
+
+A `Config` fully describes a run. It is stored (as JSON) in every checkpoint, so
+a workdir alone is enough to rebuild the model and preprocess images exactly as
+training did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from relrank.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Topology of a VGG-16 variant (13 convs in 5 blocks, fc6, fc7)."""
+
+    block_widths: tuple[int, ...] = (64, 128, 256, 512, 512)
+    fc_width: int = 4096
+    dropout: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How uint8 RGB pixels become network input: x = (pixel * scale - mean) / std.
+
+    `channel_order` is 'RGB' or 'BGR' (Caffe-derived weights expect BGR);
+    `mean` and `std` are given in that channel order, after scaling.
+    """
+
+    channel_order: str = "RGB"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's network: ImageNet VGG-16 at 224x224.
+    "vgg16": dict(spec=ModelSpec(), image_size=224),
+    # Same topology at 1/8 width: for CPU tests, the demo and quick experiments.
+    "vgg16_small": dict(spec=ModelSpec(block_widths=(8, 16, 32, 64, 64), fc_width=256), image_size=32),
+}
+
+# The paper's protocol: batch 16 pairs, RMSProp, backbone lr 1e-5, head lr 1e-4,
+# weight decay 1e-5; epochs per dataset. The synthetic demo trains a randomly
+# initialised small network, so it needs larger learning rates.
+PAPER_TRAINING = dict(model="vgg16", batch_pairs=16, backbone_lr=1e-5, head_lr=1e-4, weight_decay=1e-5)
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "synthetic": dict(
+        model="vgg16_small", batch_pairs=16, backbone_lr=1e-3, head_lr=1e-3, weight_decay=1e-5, epochs=4
+    ),
+    "osr": dict(PAPER_TRAINING, epochs=2),
+    "pubfig": dict(PAPER_TRAINING, epochs=2),
+    "lfw10": dict(PAPER_TRAINING, epochs=40),
+    "zappos1": dict(PAPER_TRAINING, epochs=25),
+    "zappos2": dict(PAPER_TRAINING, epochs=25),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines a training run."""
+
+    dataset: str = "synthetic"
+    attr: str = ""
+    model: str = "vgg16_small"
+    image_size: int = 32
+    epochs: int = 4
+    batch_pairs: int = 16
+    backbone_lr: float = 1e-3
+    head_lr: float = 1e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    compute_dtype: str = "float32"
+    eval_batch_images: int = 128
+    checkpoint_every_steps: int = 500
+    keep_checkpoints: int = 3
+    log_every_steps: int = 10
+    data_dir: str = ""
+    manual_dir: str = ""
+    spec: ModelSpec = ModelSpec()
+    preprocessing: Preprocessing = Preprocessing()
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Config":
+        data = dict(data)
+        spec = ModelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("spec").items()})
+        prep = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("preprocessing").items()})
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(spec=spec, preprocessing=prep, **{k: v for k, v in data.items() if k in known})
+
+    def model_identity(self) -> dict[str, Any]:
+        """The fields that fix the shapes of the parameters."""
+        return dict(model=self.model, image_size=self.image_size, spec=dataclasses.asdict(self.spec))
+
+
+def make_config(dataset: str = "synthetic", **overrides: Any) -> Config:
+    """Build a Config: dataset defaults, then the model preset, then `overrides` (None = unset)."""
+    if dataset not in DATASET_DEFAULTS:
+        raise UserError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASET_DEFAULTS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    values: dict[str, Any] = dict(DATASET_DEFAULTS[dataset], dataset=dataset)
+    values.update({k: v for k, v in overrides.items() if k in ("model",)})
+    preset_name = values["model"]
+    if preset_name not in MODEL_PRESETS:
+        raise UserError(f"unknown model preset {preset_name!r}; valid presets: {', '.join(MODEL_PRESETS)}")
+    preset = MODEL_PRESETS[preset_name]
+    values.update(spec=preset["spec"], image_size=preset["image_size"])
+    values.update(overrides)
+    unknown = set(values) - {f.name for f in dataclasses.fields(Config)}
+    if unknown:
+        raise TypeError(f"unknown config fields: {sorted(unknown)}")
+    config = Config(**values)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    if config.image_size % 32 or config.image_size < 32:
+        raise UserError(f"--image_size must be a multiple of 32 (VGG-16 pools 5 times), got {config.image_size}")
+    for name in ("epochs", "batch_pairs", "eval_batch_images", "checkpoint_every_steps", "keep_checkpoints"):
+        if getattr(config, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(config, name)}")
+    for name in ("backbone_lr", "head_lr", "weight_decay"):
+        if getattr(config, name) < 0:
+            raise UserError(f"--{name} must be >= 0, got {getattr(config, name)}")
+    if config.compute_dtype not in ("float32", "bfloat16"):
+        raise UserError(f"--compute_dtype must be float32 or bfloat16, got {config.compute_dtype!r}")
+
+
+def dumps(config: Config) -> str:
+    return json.dumps(config.to_json(), indent=2, sort_keys=True)

@@ -1,0 +1,96 @@
+"""VGG-16 (Simonyan & Zisserman) with a linear ranking head, in Flax NNX.
+
+Layer names follow the Caffe / Lasagne model (conv1_1 .. conv5_3, fc6, fc7) so
+that weight porters can address them; the ImageNet classifier (fc8) is absent
+and `head` is the Dense(1) ranking layer r(x) = w . fc7(x) + b.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from relrank.config import Config, ModelSpec
+
+CONV_LAYERS_PER_BLOCK = (2, 2, 3, 3, 3)
+
+
+def he_normal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """N(0, 2 / fan_in) with fan_in = product of all but the last axis (He et al., 2015).
+
+    Sampled as a flat vector and reshaped: XLA:CPU compiles N-d threefry draws very slowly.
+    """
+    fan_in = math.prod(shape[:-1])
+    return (jax.random.normal(key, (math.prod(shape),), dtype) * math.sqrt(2.0 / fan_in)).reshape(shape)
+
+
+def glorot_uniform(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """U(-l, l) with l = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
+    limit = math.sqrt(6.0 / (math.prod(shape[:-1]) + shape[-1]))
+    return jax.random.uniform(key, (math.prod(shape),), dtype, -limit, limit).reshape(shape)
+
+
+def conv_layer_names() -> list[str]:
+    return [
+        f"conv{block + 1}_{i + 1}" for block, n in enumerate(CONV_LAYERS_PER_BLOCK) for i in range(n)
+    ]
+
+
+class VGG16Ranker(nnx.Module):
+    """VGG-16 feature extractor (up to fc7) followed by a Dense(1) ranking layer.
+
+    Input: float images [N, H, W, 3], already preprocessed, H = W = image_size.
+    Call with `dropout_key` to train (dropout active), without it to score.
+    """
+
+    def __init__(self, spec: ModelSpec, image_size: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        in_channels = 3
+        for block, n_layers in enumerate(CONV_LAYERS_PER_BLOCK):
+            width = spec.block_widths[block]
+            for i in range(n_layers):
+                conv = nnx.Conv(
+                    in_channels, width, (3, 3), padding="SAME", kernel_init=he_normal, dtype=dtype, rngs=rngs
+                )
+                setattr(self, f"conv{block + 1}_{i + 1}", conv)
+                in_channels = width
+        pooled = image_size // 2 ** len(CONV_LAYERS_PER_BLOCK)
+        self.fc6 = nnx.Linear(pooled * pooled * in_channels, spec.fc_width, kernel_init=he_normal, dtype=dtype, rngs=rngs)
+        self.fc7 = nnx.Linear(spec.fc_width, spec.fc_width, kernel_init=he_normal, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(spec.dropout)
+        self.head = nnx.Linear(
+            spec.fc_width,
+            1,
+            kernel_init=glorot_uniform,
+            bias_init=nnx.initializers.zeros,
+            dtype=dtype,
+            rngs=rngs,
+        )
+
+    def features(self, x: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
+        """psi(x): the fc7 activations [N, fc_width] (after dropout when training)."""
+        for block, n_layers in enumerate(CONV_LAYERS_PER_BLOCK, start=1):
+            for i in range(1, n_layers + 1):
+                x = nnx.relu(getattr(self, f"conv{block}_{i}")(x))
+            x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)  # NHWC flatten order (weight porters permute fc6 to match)
+        keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+        x = self.dropout(nnx.relu(self.fc6(x)), deterministic=dropout_key is None, rngs=keys[0])
+        x = self.dropout(nnx.relu(self.fc7(x)), deterministic=dropout_key is None, rngs=keys[1])
+        return x
+
+    def __call__(self, x: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
+        """r(x): one ranking score per image, shape [N], float32."""
+        return self.head(self.features(x, dropout_key=dropout_key))[:, 0].astype(jnp.float32)
+
+
+def build_model(config: Config, seed: int | None = None) -> VGG16Ranker:
+    """A freshly initialised model for `config` (weights are ported separately)."""
+    return VGG16Ranker(
+        config.spec,
+        config.image_size,
+        rngs=nnx.Rngs(config.seed if seed is None else seed),
+        dtype=jnp.dtype(config.compute_dtype),
+    )

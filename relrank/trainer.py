@@ -1,0 +1,195 @@
+"""The training loop: data, model, jit-compiled step, evaluation, logs and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from relrank import checkpoint, evaluation, input_pipeline, sharding
+from relrank.config import Config, dumps
+from relrank.data import Pairs, check_attribute, load_dataset
+from relrank.errors import UserError
+from relrank.plotting import plot_curves
+from relrank.train_step import init_params, init_state, jit_scores, jit_train_step, make_task
+
+
+@dataclasses.dataclass
+class SplitImages:
+    """The images one split's pairs use, loaded once, and the pairs re-indexed into them."""
+
+    images: np.ndarray
+    pairs: Pairs
+
+
+def load_split(data, split: str, attr: str, size: int) -> SplitImages:
+    pairs = data.pairs(split, attr)
+    ids = pairs.images()
+    rows = np.full(int(ids.max()) + 1, -1, np.int64)
+    rows[ids] = np.arange(len(ids))
+    return SplitImages(data.load_images(ids, size, desc=f"loading {split} images"), pairs.remap(rows))
+
+
+class MetricsLog:
+    """Appends one JSON object per line to <workdir>/metrics.jsonl."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def write(self, **row) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _all_finite(tree) -> bool:
+    return bool(jax.tree_util.tree_reduce(lambda ok, x: ok & jnp.all(jnp.isfinite(x)), tree, jnp.array(True)))
+
+
+def _check_resumable(saved: Config, config: Config, workdir: str) -> None:
+    for field in ("dataset", "attr", "batch_pairs", "seed"):
+        if getattr(saved, field) != getattr(config, field):
+            raise UserError(
+                f"workdir {workdir} holds a run with {field}={getattr(saved, field)!r}, not "
+                f"{getattr(config, field)!r}; use another --workdir"
+            )
+    if saved.model_identity() != config.model_identity():
+        raise UserError(
+            f"checkpoint in {workdir} does not fit the model: it was trained with {saved.model_identity()}, "
+            f"you asked for {config.model_identity()}; use another --workdir"
+        )
+
+
+def train(config: Config, workdir: str, stop_after_steps: int | None = None) -> dict:
+    """Train (or resume) a ranker for `config.attr`; returns a summary of the run.
+
+    Re-running on a workdir that holds a checkpoint resumes from it exactly
+    (parameters, optimizer state, RNG and data order). `stop_after_steps`
+    ends the run early with a checkpoint, as an interruption would.
+    """
+    started = time.perf_counter()
+    os.makedirs(workdir, exist_ok=True)
+    data = load_dataset(config.dataset, config.data_dir, config.manual_dir)
+    check_attribute(data, config.attr)
+    train_split = load_split(data, "train", config.attr, config.image_size)
+    test_split = load_split(data, "test", config.attr, config.image_size)
+
+    mesh = sharding.make_mesh()
+    sharding.check_divisible(config.batch_pairs, mesh, "--batch_pairs")
+    sharding.check_divisible(config.eval_batch_images, mesh, "--eval_batch_images")
+    task = make_task(config)
+    state = init_state(task, init_params(config))
+    checkpoints = checkpoint.Checkpoints(workdir, keep=config.keep_checkpoints)
+    resume_step = checkpoints.latest_step()
+    if resume_step is not None:
+        _check_resumable(checkpoints.restore_config(resume_step), config, workdir)
+        state = checkpoints.restore_state(resume_step, checkpoint.abstract(state, sharding.replicated(mesh)))
+    state = sharding.put_replicated(state, mesh)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(dumps(config))
+
+    per_epoch = input_pipeline.steps_per_epoch(len(train_split.pairs), config.batch_pairs)
+    total_steps = config.epochs * per_epoch
+    start_step = int(state.step)
+    end_step = total_steps if stop_after_steps is None else min(total_steps, start_step + stop_after_steps)
+    log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+    score_fn = jit_scores(task, mesh)
+
+    def evaluate_params(params) -> float:
+        scores = evaluation.score_all(lambda x: score_fn(params, x), test_split.images, config.eval_batch_images)
+        return evaluation.pair_accuracy(scores, test_split.pairs)
+
+    batches = input_pipeline.prefetch(
+        sharding.put_batch(b, mesh)
+        for b in input_pipeline.train_batches(
+            train_split.images, train_split.pairs, config.batch_pairs, config.seed, start_step, end_step
+        )
+    )
+    compile_start = time.perf_counter()
+    first_batch = next(batches, None)
+    step_fn = jit_train_step(task, mesh).lower(state, first_batch).compile() if first_batch is not None else None
+    compile_seconds = time.perf_counter() - compile_start
+
+    summary = dict(
+        dataset=config.dataset, attr=config.attr, workdir=workdir, compile_seconds=round(compile_seconds, 2),
+        steps_per_epoch=per_epoch, total_steps=total_steps, resumed_from_step=resume_step,
+    )
+    pending: list[tuple[int, dict]] = []
+    interval_start, interval_images = time.perf_counter(), 0
+    accuracy = None
+    bar = tqdm(total=end_step, initial=start_step, desc=f"{config.dataset}/{config.attr}", unit="step")
+
+    def flush() -> dict | None:
+        """Fetch pending metrics; stop on a non-finite loss; log their mean."""
+        nonlocal pending, interval_start, interval_images
+        if not pending:
+            return None
+        fetched = [(s, {k: float(v) for k, v in m.items()}) for s, m in pending]
+        pending = []
+        for s, m in fetched:
+            if not math.isfinite(m["loss"]):
+                last = checkpoints.latest_step()
+                where = f"step {last} in {checkpoint.checkpoint_dir(workdir)}" if last is not None else "none"
+                raise UserError(f"loss became {m['loss']} at step {s}; training stopped. Last good checkpoint: {where}")
+        elapsed = time.perf_counter() - interval_start
+        row = dict(
+            step=fetched[-1][0], epoch=round(fetched[-1][0] / per_epoch, 4),
+            loss=float(np.mean([m["loss"] for _, m in fetched])),
+            rank_loss=float(np.mean([m["rank_loss"] for _, m in fetched])),
+            images_per_s=round(interval_images / max(elapsed, 1e-9), 1),
+        )
+        log.write(**row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
+        interval_start, interval_images = time.perf_counter(), 0
+        return row
+
+    def save(step: int, metrics: dict | None = None) -> None:
+        flush()
+        if not _all_finite(state.params):
+            raise UserError(f"parameters became non-finite by step {step}; training stopped without saving")
+        checkpoints.save(step, state, config, metrics)
+
+    all_batches = itertools.chain([first_batch], batches) if first_batch is not None else iter(())
+    try:
+        for step, batch in enumerate(all_batches, start=start_step + 1):
+            state, metrics = step_fn(state, batch)
+            pending.append((step, metrics))
+            interval_images += 2 * config.batch_pairs
+            bar.update(1)
+            epoch_end = step % per_epoch == 0
+            if step % config.log_every_steps == 0 or epoch_end:
+                flush()
+            if epoch_end:
+                accuracy = evaluate_params(state.params)
+                log.write(step=step, epoch=step // per_epoch, test_accuracy=accuracy)
+                bar.write(f"epoch {step // per_epoch}: test accuracy {accuracy:.2f}%")
+                save(step, {checkpoint.BEST_METRIC: accuracy})
+            elif step % config.checkpoint_every_steps == 0 or step == end_step:
+                save(step)
+    except KeyboardInterrupt:
+        save(int(state.step))
+        raise UserError(f"interrupted at step {int(state.step)}; checkpoint saved, rerun the same command to resume")
+    finally:
+        bar.close()
+        checkpoints.wait()
+
+    best = checkpoints.best_step()
+    checkpoints.close()
+    if accuracy is None and end_step == total_steps:
+        accuracy = evaluate_params(state.params)
+    summary.update(
+        final_step=int(state.step), test_accuracy=accuracy, best_step=best,
+        wall_seconds=round(time.perf_counter() - started, 1),
+    )
+    if os.path.exists(log.path):
+        summary["curves"] = plot_curves(log.path, os.path.join(workdir, "curves.png"), f"{config.dataset} / {config.attr}")
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary

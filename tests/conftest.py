@@ -1,0 +1,37 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(script, *args, env=None, cwd=None, timeout=900):
+    """Run train.py / evaluate.py as a user would; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, script), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """One TFDS data dir for the whole session, with the synthetic dataset prepared once."""
+    path = str(tmp_path_factory.mktemp("tfds"))
+    from relrank.data import load_dataset
+
+    load_dataset("synthetic", data_dir=path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(data_dir, tmp_path_factory):
+    """A 2-epoch synthetic run made through the command line (shared by the CLI/checkpoint tests)."""
+    workdir = str(tmp_path_factory.mktemp("run") / "brightness")
+    result = run_cli(
+        "train.py", f"--data_dir={data_dir}", f"--workdir={workdir}", "--epochs=2",
+        "--checkpoint_every_steps=100", "--keep_checkpoints=2", "--log_every_steps=25",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result
