@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from relrank.config import Config, ModelSpec
+from relrank.conv import conv_general_dilated
 
 CONV_LAYERS_PER_BLOCK = (2, 2, 3, 3, 3)
 
@@ -39,6 +40,12 @@ def conv_layer_names() -> list[str]:
     ]
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max-pooling, stride 2 (as a reshape + max: its gradient is ~3x faster than reduce_window's on CPU)."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class VGG16Ranker(nnx.Module):
     """VGG-16 feature extractor (up to fc7) followed by a Dense(1) ranking layer.
 
@@ -52,7 +59,8 @@ class VGG16Ranker(nnx.Module):
             width = spec.block_widths[block]
             for i in range(n_layers):
                 conv = nnx.Conv(
-                    in_channels, width, (3, 3), padding="SAME", kernel_init=he_normal, dtype=dtype, rngs=rngs
+                    in_channels, width, (3, 3), padding="SAME", kernel_init=he_normal, dtype=dtype,
+                    conv_general_dilated=conv_general_dilated, rngs=rngs,
                 )
                 setattr(self, f"conv{block + 1}_{i + 1}", conv)
                 in_channels = width
@@ -74,7 +82,7 @@ class VGG16Ranker(nnx.Module):
         for block, n_layers in enumerate(CONV_LAYERS_PER_BLOCK, start=1):
             for i in range(1, n_layers + 1):
                 x = nnx.relu(getattr(self, f"conv{block}_{i}")(x))
-            x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
         x = x.reshape(x.shape[0], -1)  # NHWC flatten order (weight porters permute fc6 to match)
         keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
         x = self.dropout(nnx.relu(self.fc6(x)), deterministic=dropout_key is None, rngs=keys[0])

@@ -44,6 +44,14 @@ class MetricsLog:
     def __init__(self, path: str):
         self.path = path
 
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after `step` (by a run that stopped before checkpointing them)."""
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            with open(self.path, "w") as f:
+                f.writelines(rows)
+
     def write(self, **row) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -100,6 +108,7 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None) -> 
     start_step = int(state.step)
     end_step = total_steps if stop_after_steps is None else min(total_steps, start_step + stop_after_steps)
     log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+    log.truncate_after(start_step)
     score_fn = jit_scores(task, mesh)
 
     def evaluate_params(params) -> float:
@@ -174,8 +183,13 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None) -> 
             elif step % config.checkpoint_every_steps == 0 or step == end_step:
                 save(step)
     except KeyboardInterrupt:
-        save(int(state.step))
-        raise UserError(f"interrupted at step {int(state.step)}; checkpoint saved, rerun the same command to resume")
+        try:
+            if int(state.step) != checkpoints.latest_step():
+                save(int(state.step))
+        except RuntimeError:  # interrupted inside a step: its input state was already donated
+            pass
+        last = checkpoints.latest_step()
+        raise UserError(f"interrupted; last checkpoint: step {last}. Rerun the same command to resume") from None
     finally:
         bar.close()
         checkpoints.wait()
