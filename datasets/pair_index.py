@@ -10,13 +10,16 @@ with image indices a, b and targets 1 (a shows more), 0 (less) or 0.5 (tie).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow_datasets as tfds
 
 IMAGES_SPLIT = "images"
 
 
-def image_features(image_size: int | None, num_attributes: int | None = None) -> tfds.features.FeaturesDict:
+def image_features(image_size: int | None, num_attributes: int | None = None, extra: dict | None = None):
+    """Features of one stored image; images of any size keep their original encoded bytes."""
     features = {
         "image": tfds.features.Image(shape=(image_size, image_size, 3) if image_size else (None, None, 3)),
         "index": np.int32,
@@ -24,11 +27,50 @@ def image_features(image_size: int | None, num_attributes: int | None = None) ->
     }
     if num_attributes:
         features["strengths"] = tfds.features.Tensor(shape=(num_attributes,), dtype=np.float32)
+    features.update(extra or {})
     return tfds.features.FeaturesDict(features)
 
 
 def encode(a: np.ndarray, b: np.ndarray, target: np.ndarray) -> dict:
+    """Explicit pairs: image a[i] vs b[i] with target[i]."""
     return {"a": [int(x) for x in a], "b": [int(x) for x in b], "target": [float(t) for t in target]}
+
+
+def encode_all_pairs(images: np.ndarray, strengths: np.ndarray) -> dict:
+    """All combinations of `images`, annotated by comparing `strengths` (expanded when loaded)."""
+    return {"all_pairs_of": [int(x) for x in images], "strengths": [float(s) for s in strengths]}
+
+
+def target_from_labels(labels: np.ndarray, more, less, equal) -> np.ndarray:
+    """Map a dataset's three label codes to targets 1, 0 and 0.5 (anything else is an error)."""
+    labels = np.asarray(labels)
+    target = np.select([labels == more, labels == less, labels == equal], [1.0, 0.0, 0.5], np.nan)
+    if np.isnan(target).any():
+        raise ValueError(f"unexpected labels {sorted(set(labels[np.isnan(target)].tolist()))[:5]}")
+    return target
+
+
+def manual_dir(builder, dl_manager) -> str:
+    """The folder of the user's source files, or an error naming it with the download instructions."""
+    from relrank_datasets.sources import SourceFilesError
+
+    try:
+        return os.fspath(dl_manager.manual_dir)
+    except AssertionError as error:
+        first = str(error).splitlines()[0].split(" Create it")[0]
+        raise SourceFilesError(f"{first}\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}") from None
+
+
+class ImageFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A builder whose split 'images' stores image files, in order, with their encoded bytes as they are."""
+
+    def _generate_examples(self, paths: list[str], names: list[str], extra: dict | None = None):
+        from relrank_datasets.sources import image_bytes
+
+        for index, (path, name) in enumerate(zip(paths, names)):
+            example = {"image": image_bytes(path), "index": index, "name": name}
+            example.update({key: values[index] for key, values in (extra or {}).items()})
+            yield index, example
 
 
 def sample_distinct_pairs(images: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

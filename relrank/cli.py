@@ -64,18 +64,24 @@ def train_parser() -> argparse.ArgumentParser:
     add("--log_every_steps", type=int, help="steps between metrics.jsonl rows (default: 10)")
     add("--stop_after_steps", type=int, default=None, help="stop after N more steps with a checkpoint (rerun to continue)")
     add("--data_dir", default=None, help="TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
-    add("--manual_dir", default=None, help="folder holding the dataset's source files, for datasets that need them")
+    add("--manual_dir", default=None, help="folder holding the dataset's source files "
+        "(default: DATA_DIR/downloads/manual/<builder>); the error for a missing file says what to download")
+    add("--split", type=int, help="zappos1 only: which of the 10 train/test splits (default: 1)")
+    add("--equal_pairs", action="store_const", const=True, default=None,
+        help="zappos1/zappos2: also train on the release's 'equal' pairs (target 0.5)")
+    add("--test_pairs_fraction", type=float, help="evaluate a seeded random fraction of the test pairs "
+        "(the paper used 0.05 for OSR; default: 1, all of them)")
     return parser
 
 
 def _train(argv) -> None:
-    from relrank.data import load_dataset
+    from relrank.data import load_dataset_for
     from relrank.trainer import train
 
     args = train_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k not in ("attr", "workdir", "stop_after_steps")}
     base = make_config(**overrides)  # validates flags before any data work
-    data = load_dataset(base.dataset, base.data_dir, base.manual_dir)
+    data = load_dataset_for(base)
     attrs = data.attributes if args.attr == "all" else [args.attr or data.attributes[0]]
     for attr in attrs:
         config = make_config(**overrides, attr=attr)
@@ -118,8 +124,10 @@ def _evaluate(argv) -> None:
     for r in results:
         print(f"{r['dataset']:10s} {r['attr']:20s} {r['step']:7d} {r['num_pairs']:9d} {r['accuracy']:8.2f}%")
     if len(results) > 1:
-        mean = sum(r["accuracy"] for r in results) / len(results)
-        print(f"{'mean':10s} {'':20s} {'':7s} {'':9s} {mean:8.2f}%")
+        accuracies = [r["accuracy"] for r in results]
+        mean = sum(accuracies) / len(accuracies)
+        std = (sum((a - mean) ** 2 for a in accuracies) / len(accuracies)) ** 0.5
+        print(f"{'mean':10s} {'':20s} {'':7s} {'':9s} {mean:8.2f}%  (std {std:.2f} over {len(results)} runs)")
 
 
 def train_main(argv=None) -> int:

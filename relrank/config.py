@@ -57,6 +57,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "lfw10": dict(PAPER_TRAINING, epochs=40),
     "zappos1": dict(PAPER_TRAINING, epochs=25),
     "zappos2": dict(PAPER_TRAINING, epochs=25),
+    "pairs_csv": dict(PAPER_TRAINING, epochs=10),
 }
 
 
@@ -81,6 +82,9 @@ class Config:
     log_every_steps: int = 10
     data_dir: str = ""
     manual_dir: str = ""
+    split: int = 1
+    equal_pairs: bool = False
+    test_pairs_fraction: float = 1.0
     spec: ModelSpec = ModelSpec()
     preprocessing: Preprocessing = Preprocessing()
 
@@ -130,6 +134,8 @@ def _validate(config: Config) -> None:
     for name in ("backbone_lr", "head_lr", "weight_decay"):
         if getattr(config, name) < 0:
             raise UserError(f"--{name} must be >= 0, got {getattr(config, name)}")
+    if not 0 < config.test_pairs_fraction <= 1:
+        raise UserError(f"--test_pairs_fraction must be in (0, 1], got {config.test_pairs_fraction}")
     if config.compute_dtype not in ("float32", "bfloat16"):
         raise UserError(f"--compute_dtype must be float32 or bfloat16, got {config.compute_dtype!r}")
 

@@ -25,9 +25,26 @@ class Pairs:
 
     @classmethod
     def from_json(cls, data: dict) -> "Pairs":
+        """Explicit pairs, or all combinations of images annotated by comparing their strengths."""
+        if "all_pairs_of" in data:
+            images, strengths = np.asarray(data["all_pairs_of"], np.int64), np.asarray(data["strengths"])
+            i, j = np.triu_indices(len(images), 1)
+            target = np.where(strengths[i] > strengths[j], 1.0, np.where(strengths[i] < strengths[j], 0.0, 0.5))
+            return cls(images[i], images[j], target.astype(np.float32))
         return cls(
             np.asarray(data["a"], np.int64), np.asarray(data["b"], np.int64), np.asarray(data["target"], np.float32)
         )
+
+    @classmethod
+    def concatenate(cls, parts: list["Pairs"]) -> "Pairs":
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("a", "b", "target")))
+
+    def subset(self, fraction: float, seed: int = 0) -> "Pairs":
+        """A seeded random `fraction` of the pairs (e.g. the paper's 5% of OSR's test pairs)."""
+        if fraction >= 1.0:
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), max(1, round(fraction * len(self))), replace=False))
+        return Pairs(self.a[keep], self.b[keep], self.target[keep])
 
     def remap(self, rows: np.ndarray) -> "Pairs":
         """Replace image indices i by rows[i]."""
@@ -39,16 +56,29 @@ class Pairs:
 
 @dataclasses.dataclass
 class RankingData:
-    """A prepared dataset: attribute names, pair sets and random access to its images."""
+    """A prepared dataset: attribute names, pair sets and random access to its images.
+
+    `pairs('train', attr)` and `pairs('test', attr)` follow the dataset's
+    protocol (its view of the builder's pair sets); other names give a raw set.
+    """
 
     name: str
     attributes: list[str]
     pair_sets: dict[str, dict[str, Pairs]]
     source: object  # a TFDS data source over the 'images' split
+    train_sets: tuple[str, ...] = ("train",)
+    test_set: str = "test"
+    test_pairs_fraction: float = 1.0
+    metadata: dict = dataclasses.field(default_factory=dict)
 
     def pairs(self, split: str, attr: str) -> Pairs:
+        check_attribute(self, attr)
+        if split == "train":
+            return Pairs.concatenate([self.pair_sets[s][attr] for s in self.train_sets])
+        if split == "test":
+            return self.pair_sets[self.test_set][attr].subset(self.test_pairs_fraction)
         if split not in self.pair_sets:
-            raise UserError(f"dataset {self.name!r} has no split {split!r}; splits: {', '.join(self.pair_sets)}")
+            raise UserError(f"dataset {self.name!r} has no pair set {split!r}; sets: {', '.join(self.pair_sets)}")
         return self.pair_sets[split][attr]
 
     def load_images(self, indices: np.ndarray, size: int, desc: str = "loading images") -> np.ndarray:
@@ -65,7 +95,7 @@ class RankingData:
 def dataset_names() -> list[str]:
     import relrank_datasets
 
-    return list(relrank_datasets.BUILDER_MODULES)
+    return list(relrank_datasets.DATASETS)
 
 
 def check_attribute(data: RankingData, attr: str) -> None:
@@ -79,23 +109,65 @@ def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR", os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
 
 
-def load_dataset(name: str, data_dir: str = "", manual_dir: str = "") -> RankingData:
-    """Prepare dataset `name` if needed (array_record files, no TensorFlow) and open it."""
+def load_dataset(
+    name: str, data_dir: str = "", manual_dir: str = "", *, split: int = 1, equal_pairs: bool = False,
+    test_pairs_fraction: float = 1.0,
+) -> RankingData:
+    """Prepare dataset `name` if needed (array_record files, no TensorFlow) and open it.
+
+    Source files are read from `manual_dir` (default: <data_dir>/downloads/manual/<builder>).
+    `split` picks one of UT-Zap50K-1's 10 splits; `equal_pairs` adds UT-Zap50K's tie
+    pairs to training; `test_pairs_fraction` evaluates a seeded subset of the test pairs.
+    """
     import tensorflow_datasets as tfds
     import relrank_datasets
     from relrank_datasets import pair_index
+    from relrank_datasets.sources import SourceFilesError
 
-    if name not in relrank_datasets.BUILDER_MODULES:
+    if name not in relrank_datasets.DATASETS:
         raise UserError(f"unknown dataset {name!r}; valid datasets: {', '.join(dataset_names())}")
-    builder = relrank_datasets.builder_class(name)(
-        data_dir=data_dir or default_data_dir(), file_format="array_record"
-    )
-    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
-    builder.download_and_prepare(download_config=download_config)
-    metadata = builder.info.metadata
+    view = relrank_datasets.DATASETS[name]
+    data_dir = data_dir or default_data_dir()
+    manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual", view.builder)
+    kwargs = {}
+    if view.builder == "pairs_csv":
+        kwargs["config"] = _pairs_csv_config(manual_dir)
+    builder = relrank_datasets.builder_class(view.builder)(data_dir=data_dir, file_format="array_record", **kwargs)
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    except SourceFilesError as error:
+        raise UserError(f"cannot prepare dataset {name!r}: {error}") from None
+    metadata = dict(builder.info.metadata)
     pair_sets = {
-        split: {attr: Pairs.from_json(p) for attr, p in by_attr.items()}
-        for split, by_attr in metadata["pair_sets"].items()
+        set_name: {attr: Pairs.from_json(p) for attr, p in by_attr.items()}
+        for set_name, by_attr in metadata.pop("pair_sets").items()
     }
+    train_sets = (view.train.format(split=split),) + (("train_equal",) if equal_pairs else ())
+    test_set = view.test.format(split=split)
+    required = {train_sets[0]: "--split", test_set: "--split", **({"train_equal": "--equal_pairs"} if equal_pairs else {})}
+    for set_name, flag in required.items():
+        if set_name not in pair_sets:
+            raise UserError(f"dataset {name!r} has no pair set {set_name!r} (check {flag})")
     source = builder.as_data_source(split=pair_index.IMAGES_SPLIT)
-    return RankingData(name, list(metadata["attributes"]), pair_sets, source)
+    return RankingData(name, list(metadata.pop("attributes")), pair_sets, source, train_sets, test_set,
+                       test_pairs_fraction, metadata)
+
+
+def load_dataset_for(config, data_dir: str = "") -> RankingData:
+    """The dataset of a run's Config, under that run's protocol options."""
+    return load_dataset(
+        config.dataset, data_dir or config.data_dir, config.manual_dir, split=config.split,
+        equal_pairs=config.equal_pairs, test_pairs_fraction=config.test_pairs_fraction,
+    )
+
+
+def _pairs_csv_config(manual_dir: str):
+    """A builder config of its own for each annotation folder, so users' datasets never collide."""
+    import hashlib
+    import re
+
+    import tensorflow_datasets as tfds
+
+    path = os.path.abspath(manual_dir)
+    slug = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(path).lower()).strip("_") or "pairs"
+    return tfds.core.BuilderConfig(name=f"{slug}_{hashlib.sha1(path.encode()).hexdigest()[:8]}")

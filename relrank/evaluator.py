@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from relrank import checkpoint
-from relrank.data import load_dataset
+from relrank.data import load_dataset_for
 from relrank.errors import UserError
 from relrank.evaluation import pair_accuracy
 from relrank.ranker import load
@@ -31,7 +31,7 @@ def evaluate_run(run_dir: str, which: str = "latest", split: str = "test", data_
     """Score each image of `split` once with the checkpoint `which`; return the pair accuracy."""
     ranker = load(run_dir, which)
     config = ranker.config
-    data = load_dataset(config.dataset, data_dir or config.data_dir, config.manual_dir)
+    data = load_dataset_for(config, data_dir)
     pairs = data.pairs(split, config.attr)
     ids = pairs.images()
     scores = np.zeros(int(ids.max()) + 1, np.float32)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from relrank import checkpoint, evaluation, input_pipeline, sharding
 from relrank.config import Config, dumps
-from relrank.data import Pairs, check_attribute, load_dataset
+from relrank.data import Pairs, load_dataset_for
 from relrank.errors import UserError
 from relrank.plotting import plot_curves
 from relrank.train_step import init_params, init_state, jit_scores, jit_train_step, make_task
@@ -32,6 +32,8 @@ class SplitImages:
 
 def load_split(data, split: str, attr: str, size: int) -> SplitImages:
     pairs = data.pairs(split, attr)
+    if not len(pairs):
+        raise UserError(f"dataset {data.name!r} has no {split} pairs for attribute {attr!r}")
     ids = pairs.images()
     rows = np.full(int(ids.max()) + 1, -1, np.int64)
     rows[ids] = np.arange(len(ids))
@@ -62,7 +64,7 @@ def _all_finite(tree) -> bool:
 
 
 def _check_resumable(saved: Config, config: Config, workdir: str) -> None:
-    for field in ("dataset", "attr", "batch_pairs", "seed"):
+    for field in ("dataset", "attr", "batch_pairs", "seed", "split", "equal_pairs"):
         if getattr(saved, field) != getattr(config, field):
             raise UserError(
                 f"workdir {workdir} holds a run with {field}={getattr(saved, field)!r}, not "
@@ -84,8 +86,7 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None) -> 
     """
     started = time.perf_counter()
     os.makedirs(workdir, exist_ok=True)
-    data = load_dataset(config.dataset, config.data_dir, config.manual_dir)
-    check_attribute(data, config.attr)
+    data = load_dataset_for(config)
     train_split = load_split(data, "train", config.attr, config.image_size)
     test_split = load_split(data, "test", config.attr, config.image_size)
 

@@ -82,3 +82,14 @@ def test_score_all_scores_each_image_once_in_fixed_batches():
     images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
     np.testing.assert_array_equal(score_all(fake_score, images, 4), np.arange(10))
     assert calls == [(4, 2, 2, 3)] * 3
+
+
+def test_all_pairs_expansion_and_seeded_subset():
+    pairs = Pairs.from_json({"all_pairs_of": [4, 7, 9, 2], "strengths": [1.0, 3.0, 3.0, 0.0]})
+    assert list(zip(pairs.a, pairs.b, pairs.target)) == [
+        (4, 7, 0.0), (4, 9, 0.0), (4, 2, 1.0), (7, 9, 0.5), (7, 2, 1.0), (9, 2, 1.0)]
+    many = Pairs(np.arange(1000), np.arange(1000) + 1, np.ones(1000, np.float32))
+    five_percent = many.subset(0.05)
+    assert len(five_percent) == 50 and len(set(five_percent.a)) == 50
+    np.testing.assert_array_equal(five_percent.a, many.subset(0.05).a)  # seeded: the same pairs every time
+    assert many.subset(1.0) is many

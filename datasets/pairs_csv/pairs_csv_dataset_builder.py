@@ -1,0 +1,119 @@
+"""Your own pair annotations: a folder of images and a CSV of comparisons."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from relrank_datasets import pair_index, sources
+
+LABELS = {"more": 1.0, "1": 1.0, "1.0": 1.0, "less": 0.0, "0": 0.0, "0.0": 0.0, "equal": 0.5, "0.5": 0.5}
+REQUIRED_COLUMNS = ("image_a", "image_b", "attribute", "label")
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0
+MAX_REPORTED = 20
+
+
+def read_annotations(csv_path: str, known_images: set[str]) -> list[dict]:
+    """Parse and validate the CSV; one SourceFilesError lists every problem with its line number."""
+    problems: list[str] = []
+    rows: list[dict] = []
+    seen: dict[tuple, tuple[int, float]] = {}
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise sources.SourceFilesError(f"{csv_path}: missing column(s) {', '.join(missing)}; "
+                                           f"expected {', '.join(REQUIRED_COLUMNS)} and optionally split")
+        unknown: list[str] = []
+        for line, row in enumerate(reader, start=2):
+            a, b, attr = row["image_a"].strip(), row["image_b"].strip(), row["attribute"].strip()
+            label = LABELS.get(row["label"].strip().lower())
+            split = (row.get("split") or "").strip().lower()
+            for name in (a, b):
+                if name not in known_images:
+                    unknown.append(f"line {line}: {name!r}")
+            if label is None:
+                problems.append(f"line {line}: label {row['label']!r} is not more/less/equal or 1/0/0.5")
+                continue
+            if split not in ("", "train", "test"):
+                problems.append(f"line {line}: split {split!r} is not train or test")
+            if a == b:
+                problems.append(f"line {line}: {a!r} is compared with itself")
+                continue
+            key = (attr, min(a, b), max(a, b))
+            oriented = label if a < b else 1.0 - label
+            if key in seen:
+                first_line, first_label = seen[key]
+                verb = "duplicates" if first_label == oriented else "contradicts"
+                problems.append(f"line {line}: {verb} line {first_line} ({a!r} vs {b!r}, {attr})")
+                continue
+            seen[key] = (line, oriented)
+            rows.append(dict(a=a, b=b, attribute=attr, target=label, split=split))
+    if unknown:
+        problems.append(f"{len(unknown)} unknown image name(s), e.g. " + "; ".join(unknown[:5]))
+    if problems:
+        shown = "\n  ".join(problems[:MAX_REPORTED])
+        more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+        raise sources.SourceFilesError(f"{csv_path} has {len(problems)} problem(s):\n  {shown}{more}")
+    return rows
+
+
+def split_by_image(names: list[str]) -> set[str]:
+    """A seeded choice of test images: no test image is seen in training."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    order = rng.permutation(len(names))
+    return {names[i] for i in order[: max(1, round(TEST_FRACTION * len(names)))]}
+
+
+class Builder(pair_index.ImageFilesBuilder):
+    """Pairs from a CSV (image_a, image_b, attribute, label[, split]) over a folder of images."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """
+    Point --manual_dir at a folder holding images/ (your images, in any
+    sub-folders) and pairs.csv with the header image_a,image_b,attribute,label
+    and optionally split. Image names are paths relative to images/. label is
+    more, less or equal (or 1, 0, 0.5): how image_a compares with image_b.
+    split is train or test; without it, 20% of the images (seeded) are held out
+    for testing and pairs that straddle the two sets are left out.
+    """
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=pair_index.image_features(None), metadata=tfds.core.MetadataDict(), disable_shuffling=True
+        )
+
+    def _split_generators(self, dl_manager):
+        root = pair_index.manual_dir(self, dl_manager)
+        instructions = self.MANUAL_DOWNLOAD_INSTRUCTIONS
+        images_root = sources.require(os.path.join(root, "images"), instructions)
+        known = {
+            os.path.relpath(os.path.join(folder, f), images_root).replace(os.sep, "/")
+            for folder, _, files in os.walk(images_root) for f in files
+        }
+        rows = read_annotations(sources.require(os.path.join(root, "pairs.csv"), instructions), known)
+        names = sorted({r["a"] for r in rows} | {r["b"] for r in rows})
+        index = {name: i for i, name in enumerate(names)}
+        test_images = split_by_image(names) if not any(r["split"] for r in rows) else set()
+        attributes = list(dict.fromkeys(r["attribute"] for r in rows))
+        grouped: dict = {"train": {a: [] for a in attributes}, "test": {a: [] for a in attributes}}
+        dropped = 0
+        for r in rows:
+            split = r["split"] or {0: "train", 2: "test"}.get((r["a"] in test_images) + (r["b"] in test_images))
+            if split is None:
+                dropped += 1
+                continue
+            grouped[split][r["attribute"]].append((index[r["a"]], index[r["b"]], r["target"]))
+        pair_sets = {
+            split: {attr: pair_index.encode(*(np.array(c) for c in zip(*pairs))) if pairs else pair_index.encode([], [], [])
+                    for attr, pairs in by_attr.items()}
+            for split, by_attr in grouped.items()
+        }
+        self.info.metadata.update(attributes=attributes, pair_sets=pair_sets, dropped_pairs=dropped)
+        paths = [os.path.join(images_root, n) for n in names]
+        return {pair_index.IMAGES_SPLIT: self._generate_examples(paths, names)}
