@@ -18,9 +18,25 @@ import tensorflow_datasets as tfds
 from relrank_datasets import pair_index, sources
 
 
-def features() -> tfds.features.FeaturesDict:
-    """Images with the release's own features (`feat`: GIST, plus colour for PubFig)."""
-    return pair_index.image_features(None, extra={"feat": tfds.features.Tensor(shape=(None,), dtype=np.float32)})
+class Builder(pair_index.ImageFilesBuilder, skip_registration=True):
+    """Shared by the OSR and PubFig builders, which name their instructions and IMAGES_FOLDER."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    IMAGES_FOLDER = ""
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        # Images with the release's own features (`feat`: GIST, plus colour for PubFig).
+        feat = tfds.features.Tensor(shape=(None,), dtype=np.float32)
+        return self.dataset_info_from_configs(
+            features=pair_index.image_features(None, extra={"feat": feat}),
+            metadata=tfds.core.MetadataDict(),
+            disable_shuffling=True,
+            homepage="https://www.cc.gatech.edu/~parikh/relative.html",
+        )
+
+    def _split_generators(self, dl_manager):
+        return split_generators(self, dl_manager, self.IMAGES_FOLDER)
 
 
 def split_generators(builder, dl_manager, images_folder: str):

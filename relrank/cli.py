@@ -56,6 +56,8 @@ def train_parser() -> argparse.ArgumentParser:
     add("--weight_decay", type=float, help="coefficient of the L2 penalty on all weights (not biases)")
     add("--seed", type=int, help="seed of initialisation, data order and dropout (default: 0)")
     add("--model", choices=sorted(MODEL_PRESETS), help="vgg16 (the paper's network) or vgg16_small (1/8 width, for CPUs)")
+    add("--weights", help="pretrained ImageNet VGG-16 file (torchvision .pth/.safetensors, timm .safetensors, "
+        "Lasagne vgg16.pkl); its preprocessing is used and saved with the checkpoints. Default: random init")
     add("--image_size", type=int, help="input side in pixels, a multiple of 32 (default: 224 for vgg16, 32 for vgg16_small)")
     add("--compute_dtype", choices=["float32", "bfloat16"], help="dtype of the forward/backward pass; parameters stay float32")
     add("--eval_batch_images", type=int, help="images per scoring batch at evaluation (default: 128)")

@@ -75,6 +75,7 @@ class Config:
     head_lr: float = 1e-3
     weight_decay: float = 1e-5
     seed: int = 0
+    weights: str = ""
     compute_dtype: str = "float32"
     eval_batch_images: int = 128
     checkpoint_every_steps: int = 500
