@@ -58,6 +58,11 @@ def train_parser() -> argparse.ArgumentParser:
     add("--model", choices=sorted(MODEL_PRESETS), help="vgg16 (the paper's network) or vgg16_small (1/8 width, for CPUs)")
     add("--weights", help="pretrained ImageNet VGG-16 file (torchvision .pth/.safetensors, timm .safetensors, "
         "Lasagne vgg16.pkl); its preprocessing is used and saved with the checkpoints. Default: random init")
+    add("--method", choices=["deep", "ranksvm"], help="deep: fine-tune VGG-16 end to end (default); ranksvm: "
+        "the paper's baseline, a RankSVM with similarity constraints on frozen features")
+    add("--ranksvm_features", choices=["dataset", "fc7"], help="ranksvm features: the dataset's own (PubFig/OSR "
+        "GIST, default) or fc7 of the backbone given by --weights")
+    add("--ranksvm_c", type=float, help="ranksvm cost of each violated pair (default: 0.1, Parikh & Grauman's)")
     add("--image_size", type=int, help="input side in pixels, a multiple of 32 (default: 224 for vgg16, 32 for vgg16_small)")
     add("--compute_dtype", choices=["float32", "bfloat16"], help="dtype of the forward/backward pass; parameters stay float32")
     add("--eval_batch_images", type=int, help="images per scoring batch at evaluation (default: 128)")
@@ -78,6 +83,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 def _train(argv) -> None:
     from relrank.data import load_dataset_for
+    from relrank.baseline import train_ranksvm
     from relrank.trainer import train
 
     args = train_parser().parse_args(argv)
@@ -90,7 +96,10 @@ def _train(argv) -> None:
         workdir = args.workdir or os.path.join("runs", config.dataset, attr)
         if len(attrs) > 1 and args.workdir:
             workdir = os.path.join(args.workdir, attr)
-        summary = train(config, workdir, stop_after_steps=args.stop_after_steps)
+        if config.method == "ranksvm":
+            summary = train_ranksvm(config, workdir)
+        else:
+            summary = train(config, workdir, stop_after_steps=args.stop_after_steps)
         accuracy = summary["test_accuracy"]
         shown = f"{accuracy:.2f}%" if accuracy is not None else "not evaluated yet"
         print(

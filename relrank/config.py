@@ -76,6 +76,9 @@ class Config:
     weight_decay: float = 1e-5
     seed: int = 0
     weights: str = ""
+    method: str = "deep"
+    ranksvm_features: str = "dataset"
+    ranksvm_c: float = 0.1
     compute_dtype: str = "float32"
     eval_batch_images: int = 128
     checkpoint_every_steps: int = 500
@@ -135,6 +138,10 @@ def _validate(config: Config) -> None:
     for name in ("backbone_lr", "head_lr", "weight_decay"):
         if getattr(config, name) < 0:
             raise UserError(f"--{name} must be >= 0, got {getattr(config, name)}")
+    if config.method not in ("deep", "ranksvm"):
+        raise UserError(f"--method must be deep or ranksvm, got {config.method!r}")
+    if config.ranksvm_features not in ("dataset", "fc7"):
+        raise UserError(f"--ranksvm_features must be dataset or fc7, got {config.ranksvm_features!r}")
     if not 0 < config.test_pairs_fraction <= 1:
         raise UserError(f"--test_pairs_fraction must be in (0, 1], got {config.test_pairs_fraction}")
     if config.compute_dtype not in ("float32", "bfloat16"):

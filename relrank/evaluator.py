@@ -7,21 +7,24 @@ import os
 import numpy as np
 
 from relrank import checkpoint
+from relrank.baseline import RESULT_FILE, evaluate_ranksvm
 from relrank.data import load_dataset_for
 from relrank.errors import UserError
 from relrank.evaluation import pair_accuracy
 from relrank.ranker import load
 
 
+def is_run(path: str) -> bool:
+    return os.path.isdir(checkpoint.checkpoint_dir(path)) or os.path.isfile(os.path.join(path, RESULT_FILE))
+
+
 def find_runs(workdir: str) -> list[str]:
-    """`workdir` itself if it holds checkpoints, else its sub-directories that do (one per attribute)."""
+    """`workdir` itself if it holds a run, else its sub-directories that do (one per attribute)."""
     if not os.path.isdir(workdir):
         raise UserError(f"workdir {workdir} does not exist")
-    if os.path.isdir(checkpoint.checkpoint_dir(workdir)):
+    if is_run(workdir):
         return [workdir]
-    runs = sorted(
-        os.path.join(workdir, d) for d in os.listdir(workdir) if os.path.isdir(checkpoint.checkpoint_dir(os.path.join(workdir, d)))
-    )
+    runs = sorted(os.path.join(workdir, d) for d in os.listdir(workdir) if is_run(os.path.join(workdir, d)))
     if not runs:
         raise UserError(f"workdir {workdir} holds no checkpoint (nor do its sub-directories)")
     return runs
@@ -29,6 +32,8 @@ def find_runs(workdir: str) -> list[str]:
 
 def evaluate_run(run_dir: str, which: str = "latest", split: str = "test", data_dir: str = "") -> dict:
     """Score each image of `split` once with the checkpoint `which`; return the pair accuracy."""
+    if os.path.isfile(os.path.join(run_dir, RESULT_FILE)):
+        return evaluate_ranksvm(run_dir, split, data_dir)
     ranker = load(run_dir, which)
     config = ranker.config
     data = load_dataset_for(config, data_dir)

@@ -19,8 +19,8 @@ from relrank.config import Config, dumps
 from relrank.data import Pairs, load_dataset_for
 from relrank.errors import UserError
 from relrank.plotting import plot_curves
-from relrank.weights import load_pretrained, merge_backbone
 from relrank.train_step import init_params, init_state, jit_scores, jit_train_step, make_task
+from relrank.weights import initial_params
 
 
 @dataclasses.dataclass
@@ -96,15 +96,13 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None) -> 
     sharding.check_divisible(config.eval_batch_images, mesh, "--eval_batch_images")
     checkpoints = checkpoint.Checkpoints(workdir, keep=config.keep_checkpoints)
     resume_step = checkpoints.latest_step()
-    params = init_params(config)
     if resume_step is not None:
         saved = checkpoints.restore_config(resume_step)
         _check_resumable(saved, config, workdir)
         config = dataclasses.replace(config, preprocessing=saved.preprocessing)
-    elif config.weights:
-        pretrained = load_pretrained(config.weights)
-        params = merge_backbone(params, pretrained, f"--model={config.model} --image_size={config.image_size}")
-        config = dataclasses.replace(config, preprocessing=pretrained.preprocessing)
+        params = init_params(config)  # replaced by the checkpoint's below
+    else:
+        params, config = initial_params(config)
     task = make_task(config)
     state = init_state(task, params)
     if resume_step is not None:

@@ -183,6 +183,21 @@ def merge_backbone(params: dict, pretrained: Pretrained, model_description: str)
     return merged
 
 
+def initial_params(config):
+    """The parameters a run starts from, and its config with the weights' preprocessing.
+
+    Fresh weights, with the backbone replaced by `config.weights` when given.
+    """
+    from relrank.train_step import init_params
+
+    params = init_params(config)
+    if not config.weights:
+        return params, config
+    pretrained = load_pretrained(config.weights)
+    params = merge_backbone(params, pretrained, f"--model={config.model} --image_size={config.image_size}")
+    return params, dataclasses.replace(config, preprocessing=pretrained.preprocessing)
+
+
 def convert(source: str, target: str) -> None:
     """Write `source` in relrank's layout as .safetensors (no torch needed to read it)."""
     from safetensors.numpy import save_file

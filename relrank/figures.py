@@ -1,0 +1,63 @@
+"""Figures of a trained ranker: ranked-image sheets (paper fig. 6), saliency (fig. 7), embeddings (fig. 5)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+
+def ranking_sheet(images: list[np.ndarray], scores: np.ndarray, out_png: str, columns: int = 8,
+                  thumb: int = 96, max_images: int = 64) -> str:
+    """Images ordered from weakest to strongest, row by row, each captioned with its score."""
+    order = np.argsort(scores)
+    if len(order) > max_images:  # evenly along the ranking
+        order = order[np.linspace(0, len(order) - 1, max_images).round().astype(int)]
+    rows = -(-len(order) // columns)
+    caption = 16
+    sheet = Image.new("RGB", (columns * thumb, rows * (thumb + caption)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for slot, index in enumerate(order):
+        x, y = (slot % columns) * thumb, (slot // columns) * (thumb + caption)
+        sheet.paste(Image.fromarray(images[index]).resize((thumb, thumb)), (x, y))
+        draw.text((x + 3, y + thumb + 2), f"{scores[index]:.3g}", fill="black")
+    sheet.save(out_png)
+    return out_png
+
+
+def saliency_figure(image_a: np.ndarray, image_b: np.ndarray, map_a: np.ndarray, map_b: np.ndarray,
+                    probability: float, out_png: str, attribute: str = "") -> str:
+    """Both images and their saliency overlays, titled with P(a shows more than b)."""
+    fig, axes = plt.subplots(2, 2, figsize=(7, 7))
+    for column, (image, saliency, name) in enumerate(((image_a, map_a, "a"), (image_b, map_b, "b"))):
+        axes[0, column].imshow(image)
+        axes[0, column].set_title(f"image {name}")
+        axes[1, column].imshow(Image.fromarray(image).resize(saliency.shape[::-1]))
+        axes[1, column].imshow(saliency, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        axes[1, column].set_title(f"saliency {name}")
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(f"P(a shows more {attribute} than b) = {probability:.3f}")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+def embedding_figure(before: np.ndarray, after: np.ndarray, rank: np.ndarray, out_png: str, title: str = "") -> str:
+    """2-D embeddings of the same images before and after fine-tuning, coloured by predicted rank."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    for ax, points, name in ((axes[0], before, "before fine-tuning"), (axes[1], after, "after fine-tuning")):
+        mappable = ax.scatter(points[:, 0], points[:, 1], c=rank, cmap="viridis", s=12)
+        ax.set_title(f"fc7 t-SNE, {name}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(mappable, ax=axes, label="predicted rank (0 = weakest)")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
