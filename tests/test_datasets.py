@@ -226,3 +226,16 @@ def test_real_zappos_counts(tmp_path):
     two = load_dataset("zappos2", data_dir=str(tmp_path / "tfds"), manual_dir=str(root))
     assert [len(two.pairs("test", a)) for a in two.attributes] == [1100, 1172, 1083, 979]
     assert "tensorflow" not in sys.modules
+
+
+def test_builders_do_not_shadow_huggingface_datasets(tmp_path):
+    """Installed, the builders are `relrank_datasets`; no top-level `datasets` package comes from relrank."""
+    import subprocess
+
+    code = ("import importlib.util, relrank_datasets; spec = importlib.util.find_spec('datasets'); "
+            "print(relrank_datasets.__name__, spec.origin if spec else None)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    name, origin = result.stdout.split()
+    assert name == "relrank_datasets"
+    assert origin == "None" or not origin.startswith(os.path.join(REPO, "datasets"))
