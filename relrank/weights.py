@@ -26,6 +26,7 @@ import numpy as np
 from relrank.config import Preprocessing
 from relrank.errors import UserError
 from relrank.model import conv_layer_names
+from relrank.train_step import init_params
 
 TORCHVISION_PREPROCESSING = Preprocessing()  # RGB in [0, 1], ImageNet mean / std
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -188,8 +189,6 @@ def initial_params(config):
 
     Fresh weights, with the backbone replaced by `config.weights` when given.
     """
-    from relrank.train_step import init_params
-
     params = init_params(config)
     if not config.weights:
         return params, config
