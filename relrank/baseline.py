@@ -11,18 +11,14 @@ import json
 import os
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from relrank.config import Config, dumps
 from relrank.data import RankingData, load_dataset_for
 from relrank.errors import UserError
 from relrank.evaluation import pair_accuracy
-from relrank.preprocess import normalize
 from relrank.ranksvm import fit_ranksvm
-from relrank.train_step import make_task
+from relrank.train_step import fc7_features, make_task
 from relrank.weights import initial_params
 
 RESULT_FILE = "ranksvm.npz"
@@ -34,16 +30,11 @@ def dataset_features(data: RankingData, indices: np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(data.source[int(i)]["feat"], np.float64) for i in indices])
 
 
-def fc7_features(config: Config, data: RankingData, indices: np.ndarray) -> tuple[np.ndarray, Config]:
+def backbone_features(config: Config, data: RankingData, indices: np.ndarray) -> tuple[np.ndarray, Config]:
     """fc7 of the backbone (pretrained by --weights, not fine-tuned) for the images at `indices`."""
     params, config = initial_params(config)
-    model = nnx.merge(make_task(config).graphdef, params)
-    features = jax.jit(lambda x: model.features(normalize(x, config.preprocessing, jnp.dtype(config.compute_dtype))))
-    out = []
-    for start in range(0, len(indices), config.eval_batch_images):
-        images = data.load_images(indices[start : start + config.eval_batch_images], config.image_size)
-        out.append(np.asarray(features(images), np.float64))
-    return np.concatenate(out), config
+    images = data.load_images(indices, config.image_size)
+    return fc7_features(make_task(config), params, images, config.eval_batch_images).astype(np.float64), config
 
 
 def train_ranksvm(config: Config, workdir: str) -> dict:
@@ -56,7 +47,7 @@ def train_ranksvm(config: Config, workdir: str) -> dict:
     if config.ranksvm_features == "dataset":
         features = dataset_features(data, indices)
     else:
-        features, config = fc7_features(config, data, indices)
+        features, config = backbone_features(config, data, indices)
     table = np.zeros((int(indices.max()) + 1, features.shape[1]))
     table[indices] = features
     w = fit_ranksvm(table, train, c=config.ranksvm_c)

@@ -72,6 +72,17 @@ def scores(task: Task, params, images: jax.Array, dropout_key: jax.Array | None 
     return model(x, dropout_key=dropout_key)
 
 
+def fc7_features(task: Task, params, images, batch_images: int):
+    """Deterministic fc7 features [N, fc_width] of uint8 images [N, H, W, 3], in batches (numpy out)."""
+    import numpy as np
+
+    model = nnx.merge(task.graphdef, params)
+    dtype = jnp.dtype(task.config.compute_dtype)
+    features = jax.jit(lambda x: model.features(normalize(x, task.config.preprocessing, dtype)).astype(jnp.float32))
+    return np.concatenate([np.asarray(features(images[i : i + batch_images]))
+                           for i in range(0, len(images), batch_images)])
+
+
 def loss_fn(params, batch: dict, dropout_key: jax.Array, task: Task):
     images = batch["images"]
     n_pairs = images.shape[0]

@@ -100,13 +100,13 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None) -> 
         saved = checkpoints.restore_config(resume_step)
         _check_resumable(saved, config, workdir)
         config = dataclasses.replace(config, preprocessing=saved.preprocessing)
-        params = init_params(config)  # replaced by the checkpoint's below
+        task = make_task(config)
+        shapes = jax.eval_shape(lambda: init_state(task, init_params(config)))  # shapes only, no compute
+        state = checkpoints.restore_state(resume_step, checkpoint.abstract(shapes, sharding.replicated(mesh)))
     else:
         params, config = initial_params(config)
-    task = make_task(config)
-    state = init_state(task, params)
-    if resume_step is not None:
-        state = checkpoints.restore_state(resume_step, checkpoint.abstract(state, sharding.replicated(mesh)))
+        task = make_task(config)
+        state = init_state(task, params)
     state = sharding.put_replicated(state, mesh)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(dumps(config))
