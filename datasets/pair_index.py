@@ -52,13 +52,13 @@ def target_from_labels(labels: np.ndarray, more, less, equal) -> np.ndarray:
 
 def manual_dir(builder, dl_manager) -> str:
     """The folder of the user's source files, or an error naming it with the download instructions."""
-    from relrank_datasets.sources import SourceFilesError
+    from relrank_datasets.sources import SourceFilesError, with_instructions
 
     try:
         return os.fspath(dl_manager.manual_dir)
     except AssertionError as error:
         first = str(error).splitlines()[0].split(" Create it")[0]
-        raise SourceFilesError(f"{first}\n{builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}") from None
+        raise SourceFilesError(with_instructions(first, builder.MANUAL_DOWNLOAD_INSTRUCTIONS)) from None
 
 
 class ImageFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

@@ -42,7 +42,8 @@ class Builder(pair_index.ImageFilesBuilder, skip_registration=True):
 def split_generators(builder, dl_manager, images_folder: str):
     root = pair_index.manual_dir(builder, dl_manager)
     instructions = builder.MANUAL_DOWNLOAD_INSTRUCTIONS
-    data = sources.loadmat(os.path.join(root, "data.mat"), instructions)
+    data = sources.loadmat(os.path.join(root, "data.mat"), instructions, variables=(
+        "im_names", "class_labels", "used_for_training", "relative_ordering", "attribute_names", "class_names"))
     images_dir = sources.require(os.path.join(root, images_folder), instructions)
     names = sources.strings(data["im_names"])
     classes = np.asarray(data["class_labels"]).ravel().astype(int) - 1

@@ -8,7 +8,6 @@ import os
 import sys
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from relrank.cli import _run
@@ -34,18 +33,28 @@ def image_paths(inputs: list[str]) -> list[str]:
     return paths
 
 
-def read_images(paths: list[str], size: int) -> tuple[list[str], list[np.ndarray], list[str]]:
-    """(readable paths, their images at `size`, unreadable paths); grayscale/RGBA/any size are converted."""
-    from relrank.preprocess import to_uint8_rgb
+def check_output_file(path: str, flag: str, example: str) -> None:
+    """A one-line error before any work if `path` cannot be written as a file."""
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {os.path.join(path, example)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"{flag} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{flag} {path}: folder {folder} is not writable")
+
+
+def read_images(paths: list[str], size: int) -> tuple[list[str], list[np.ndarray], list[tuple[str, str]]]:
+    """(readable paths, their images at `size`, (unreadable path, why)); decoded as in training."""
+    from relrank.images import ImageDecodeError, to_uint8_rgb
 
     good, images, bad = [], [], []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                images.append(to_uint8_rgb(image, size))
+            images.append(to_uint8_rgb(path, size))
             good.append(path)
-        except (OSError, ValueError, SyntaxError):
-            bad.append(path)
+        except ImageDecodeError as error:
+            bad.append((path, str(error)))
     return good, images, bad
 
 
@@ -53,6 +62,9 @@ def score(args) -> None:
     from relrank.figures import ranking_sheet
     from relrank.ranker import load
 
+    check_output_file(args.out, "--out", "ranking.csv")
+    if args.sheet:
+        check_output_file(args.sheet, "--sheet", "ranking.png")
     ranker = load(args.workdir, args.checkpoint)
     paths = image_paths(args.inputs)
     kept, scores, thumbs, skipped = [], [], [], []
@@ -65,7 +77,11 @@ def score(args) -> None:
             if args.sheet:
                 thumbs += images
     if skipped:
-        print(f"skipped {len(skipped)} unreadable file(s): {', '.join(skipped[:10])}", file=sys.stderr)
+        print(f"skipped {len(skipped)} unreadable file(s):", file=sys.stderr)
+        for _, why in skipped[:10]:
+            print(f"  {why}", file=sys.stderr)
+        if len(skipped) > 10:
+            print(f"  ... and {len(skipped) - 10} more", file=sys.stderr)
     if not kept:
         raise UserError("none of the images could be read")
     values = np.concatenate(scores)
@@ -86,13 +102,14 @@ def saliency(args) -> None:
     from relrank.ranker import load
     from relrank.saliency import pair_saliency
 
+    check_output_file(args.out, "--out", "saliency.png")
     ranker = load(args.workdir, args.checkpoint)
     for path in (args.image_a, args.image_b):
         if not os.path.isfile(path):
             raise UserError(f"no such image file: {path}")
     _, images, bad = read_images([args.image_a, args.image_b], ranker.config.image_size)
     if bad:
-        raise UserError(f"cannot read image {bad[0]}")
+        raise UserError(bad[0][1])
     p, map_a, map_b = pair_saliency(ranker, images[0], images[1], sigma=args.sigma)
     saliency_figure(images[0], images[1], map_a, map_b, p, args.out, ranker.config.attr)
     a, b = os.path.basename(args.image_a), os.path.basename(args.image_b)
@@ -105,6 +122,7 @@ def embed(args) -> None:
     from relrank.figures import embedding_figure
     from relrank.ranker import load
 
+    check_output_file(args.out, "--out", "embedding.png")
     ranker = load(args.workdir, args.checkpoint)
     data = load_dataset_for(ranker.config)
     ids = data.pairs("test", ranker.config.attr).images()[: args.max_images]

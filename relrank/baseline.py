@@ -20,6 +20,7 @@ from relrank.evaluation import pair_accuracy
 from relrank.ranksvm import fit_ranksvm
 from relrank.train_step import fc7_features, make_task
 from relrank.weights import initial_params
+from relrank.workdir import check_usable, exclusive, write_atomic
 
 RESULT_FILE = "ranksvm.npz"
 
@@ -40,7 +41,7 @@ def backbone_features(config: Config, data: RankingData, indices: np.ndarray) ->
 def train_ranksvm(config: Config, workdir: str) -> dict:
     """Fit the RankSVM on the training pairs of `config.attr`; evaluate on the test pairs."""
     started = time.perf_counter()
-    os.makedirs(workdir, exist_ok=True)
+    check_usable(workdir)
     data = load_dataset_for(config)
     train, test = data.pairs("train", config.attr), data.pairs("test", config.attr)
     indices = np.unique(np.concatenate([train.images(), test.images()]))
@@ -52,15 +53,16 @@ def train_ranksvm(config: Config, workdir: str) -> dict:
     table[indices] = features
     w = fit_ranksvm(table, train, c=config.ranksvm_c)
     accuracy = pair_accuracy(table @ w, test)
-    np.savez(os.path.join(workdir, RESULT_FILE), w=w, image_indices=indices, features=features,
-             config=json.dumps(config.to_json()))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(dumps(config))
     summary = dict(dataset=config.dataset, attr=config.attr, workdir=workdir, method="ranksvm",
                    features=config.ranksvm_features, test_accuracy=accuracy, final_step=0, compile_seconds=0.0,
                    wall_seconds=round(time.perf_counter() - started, 1))
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    with exclusive(workdir):
+        result = os.path.join(workdir, RESULT_FILE)
+        np.savez(result + ".tmp.npz", w=w, image_indices=indices, features=features,
+                 config=json.dumps(config.to_json()))
+        os.replace(result + ".tmp.npz", result)
+        write_atomic(os.path.join(workdir, "config.json"), dumps(config))
+        write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 
 from relrank.config import DATASET_DEFAULTS, MODEL_PRESETS, make_config
-from relrank.errors import UserError
+from relrank.errors import Interrupted, UserError
 
 
 def _quiet_libraries() -> None:
@@ -17,14 +17,27 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted command
+
+
 def _run(main, argv) -> int:
-    """Run `main`, turning a UserError into a one-line message and exit status 2."""
+    """Run `main`: a UserError becomes a one-line message and exit status 2; Ctrl-C or SIGTERM, status 130."""
+    from relrank.signals import sigterm_as_keyboard_interrupt
+
     _quiet_libraries()
     try:
-        main(argv)
+        with sigterm_as_keyboard_interrupt():
+            main(argv)
+    except Interrupted as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     return 0
 
 
@@ -85,10 +98,13 @@ def _train(argv) -> None:
     from relrank.data import load_dataset_for
     from relrank.baseline import train_ranksvm
     from relrank.trainer import train
+    from relrank.workdir import check_usable
 
     args = train_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k not in ("attr", "workdir", "stop_after_steps")}
     base = make_config(**overrides)  # validates flags before any data work
+    if args.workdir:
+        check_usable(args.workdir)
     data = load_dataset_for(base)
     attrs = data.attributes if args.attr == "all" else [args.attr or data.attributes[0]]
     for attr in attrs:

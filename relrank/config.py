@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from relrank.errors import UserError
@@ -132,12 +133,16 @@ def make_config(dataset: str = "synthetic", **overrides: Any) -> Config:
 def _validate(config: Config) -> None:
     if config.image_size % 32 or config.image_size < 32:
         raise UserError(f"--image_size must be a multiple of 32 (VGG-16 pools 5 times), got {config.image_size}")
-    for name in ("epochs", "batch_pairs", "eval_batch_images", "checkpoint_every_steps", "keep_checkpoints"):
+    for name in ("epochs", "batch_pairs", "eval_batch_images", "checkpoint_every_steps", "keep_checkpoints",
+                 "log_every_steps"):
         if getattr(config, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(config, name)}")
-    for name in ("backbone_lr", "head_lr", "weight_decay"):
-        if getattr(config, name) < 0:
-            raise UserError(f"--{name} must be >= 0, got {getattr(config, name)}")
+    if config.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {config.seed}")
+    for name in ("backbone_lr", "head_lr", "weight_decay", "ranksvm_c"):
+        value = getattr(config, name)
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"--{name} must be a finite number >= 0, got {value}")
     if config.method not in ("deep", "ranksvm"):
         raise UserError(f"--method must be deep or ranksvm, got {config.method!r}")
     if config.ranksvm_features not in ("dataset", "fc7"):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import sys
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from relrank.errors import UserError
-from relrank.preprocess import to_uint8_rgb
+from relrank.images import to_uint8_rgb
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +90,7 @@ class RankingData:
             example = self.source[int(index)]
             if int(example["index"]) != int(index):
                 raise UserError(f"dataset {self.name!r} is out of order at image {index}; delete and rebuild it")
-            out[row] = to_uint8_rgb(example["image"], size)
+            out[row] = to_uint8_rgb(example["image"], size)  # encoded bytes: one decoder everywhere
         return out
 
 
@@ -131,7 +133,7 @@ def load_dataset(
     manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual", view.builder)
     kwargs = {}
     if view.builder == "pairs_csv":
-        kwargs["config"] = _pairs_csv_config(manual_dir)
+        kwargs["config"] = _pairs_csv_config(manual_dir, data_dir)
     builder = relrank_datasets.builder_class(view.builder)(data_dir=data_dir, file_format="array_record", **kwargs)
     try:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
@@ -148,7 +150,8 @@ def load_dataset(
     for set_name, flag in required.items():
         if set_name not in pair_sets:
             raise UserError(f"dataset {name!r} has no pair set {set_name!r} (check {flag})")
-    source = builder.as_data_source(split=pair_index.IMAGES_SPLIT)
+    # Images come back as their encoded bytes, decoded by relrank.images like any other image.
+    source = builder.as_data_source(split=pair_index.IMAGES_SPLIT, decoders={"image": tfds.decode.SkipDecoding()})
     return RankingData(name, list(metadata.pop("attributes")), pair_sets, source, train_sets, test_set,
                        test_pairs_fraction, metadata)
 
@@ -161,13 +164,44 @@ def load_dataset_for(config, data_dir: str = "") -> RankingData:
     )
 
 
-def _pairs_csv_config(manual_dir: str):
-    """A builder config of its own for each annotation folder, so users' datasets never collide."""
-    import hashlib
+def _pairs_csv_fingerprint(manual_dir: str) -> str:
+    """A hash of pairs.csv and of the image files (names, sizes, modification times)."""
+    digest = hashlib.sha1()
+    csv_path = os.path.join(manual_dir, "pairs.csv")
+    if os.path.isfile(csv_path):
+        with open(csv_path, "rb") as f:
+            digest.update(f.read())
+    for folder, dirs, files in os.walk(os.path.join(manual_dir, "images")):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            try:
+                stat = os.stat(path)
+            except OSError:  # a dangling link: the builder reports it
+                continue
+            digest.update(f"{os.path.relpath(path, manual_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:10]
+
+
+def _pairs_csv_config(manual_dir: str, data_dir: str):
+    """A builder config per annotation folder *and content*: editing pairs.csv or images/ prepares anew.
+
+    Copies prepared from an earlier content of the same folder are named and removed.
+    """
     import re
+    import shutil
 
     import tensorflow_datasets as tfds
 
     path = os.path.abspath(manual_dir)
     slug = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(path).lower()).strip("_") or "pairs"
-    return tfds.core.BuilderConfig(name=f"{slug}_{hashlib.sha1(path.encode()).hexdigest()[:8]}")
+    folder_id = f"{slug}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+    name = f"{folder_id}_{_pairs_csv_fingerprint(path)}"
+    prepared_root = os.path.join(data_dir, "pairs_csv")
+    stale = sorted(d for d in (os.listdir(prepared_root) if os.path.isdir(prepared_root) else [])
+                   if (d == folder_id or d.startswith(folder_id + "_")) and d != name)
+    if stale and not os.path.isdir(os.path.join(prepared_root, name)):
+        print(f"{path}: pairs.csv or images/ changed since it was prepared; preparing it again", file=sys.stderr)
+    for old in stale:
+        shutil.rmtree(os.path.join(prepared_root, old), ignore_errors=True)
+    return tfds.core.BuilderConfig(name=name)

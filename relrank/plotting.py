@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def read_metrics(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+from relrank.workdir import read_jsonl  # noqa: E402
 
 
 def plot_curves(metrics_path: str, out_png: str, title: str = "") -> str:
     """Training loss and test pair accuracy against step, side by side; returns `out_png`."""
-    rows = read_metrics(metrics_path)
+    rows = read_jsonl(metrics_path)
     train = [r for r in rows if "loss" in r]
     evals = [r for r in rows if "test_accuracy" in r]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import jax
 import numpy as np
-from PIL import Image
 
 from relrank import checkpoint, sharding
 from relrank.config import Config
 from relrank.errors import UserError
 from relrank.evaluation import score_all
-from relrank.preprocess import to_uint8_rgb
+from relrank.images import to_uint8_rgb
 from relrank.train_step import abstract_params, jit_scores, make_task
 
 
@@ -35,7 +33,7 @@ class Ranker:
             if images.dtype == np.uint8 and images.shape[1:] == (size, size, 3):
                 return images
             images = list(images)
-        return np.stack([to_uint8_rgb(_open(x), size) for x in images])
+        return np.stack([to_uint8_rgb(x, size) for x in images])
 
     def score(self, images) -> np.ndarray:
         """One score per image, float32 [N]; batched, preprocessed as in training."""
@@ -48,25 +46,35 @@ class Ranker:
         return np.asarray(jax.nn.sigmoid(score_a - score_b))
 
 
-def _open(image):
-    if isinstance(image, (str, os.PathLike)):
-        try:
-            with Image.open(image) as opened:
-                return opened.convert("RGB")
-        except OSError as error:
-            raise UserError(f"cannot read image {image}: {error}") from error
-    return image
-
-
 def load(workdir: str, which: str = "latest") -> Ranker:
     """The ranker saved in `workdir`: `which` is 'latest', 'best' (best test accuracy) or a step number."""
     checkpoints = checkpoint.open_workdir(workdir)
-    step = resolve_step(checkpoints, which)
+    try:
+        step = resolve_step(checkpoints, which)
+        try:
+            config, params = _restore(checkpoints, step)
+        except checkpoint.UnreadableCheckpoint as error:
+            readable = [s for s in checkpoints.all_steps() if s != step and _is_readable(checkpoints, s)]
+            hint = (f"readable steps: {', '.join(map(str, readable))} (choose one with --checkpoint=STEP)"
+                    if readable else "no other step is readable")
+            raise UserError(f"{error}; {hint}") from None
+    finally:
+        checkpoints.close()
+    return Ranker(config, params, step)
+
+
+def _restore(checkpoints: checkpoint.Checkpoints, step: int):
     config = checkpoints.restore_config(step)
     target = checkpoint.abstract(abstract_params(config), sharding.replicated(sharding.make_mesh()))
-    params = checkpoints.restore_params(step, target)
-    checkpoints.close()
-    return Ranker(config, params, step)
+    return config, checkpoints.restore_params(step, target)
+
+
+def _is_readable(checkpoints: checkpoint.Checkpoints, step: int) -> bool:
+    try:
+        _restore(checkpoints, step)
+    except UserError:
+        return False
+    return True
 
 
 def resolve_step(checkpoints: checkpoint.Checkpoints, which: str | int) -> int:
@@ -74,7 +82,7 @@ def resolve_step(checkpoints: checkpoint.Checkpoints, which: str | int) -> int:
         return checkpoints.latest_step()
     if which == "best":
         return checkpoints.best_step()
-    steps = checkpoints.manager.all_steps()
+    steps = checkpoints.all_steps()
     if str(which).isdigit() and int(which) in steps:
         return int(which)
-    raise UserError(f"no checkpoint {which!r}; use latest, best or one of the steps {sorted(steps)}")
+    raise UserError(f"no checkpoint {which!r}; use latest, best or one of the steps {steps}")

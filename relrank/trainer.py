@@ -7,20 +7,21 @@ import itertools
 import json
 import math
 import os
+import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from relrank import checkpoint, evaluation, input_pipeline, sharding
+from relrank import checkpoint, evaluation, input_pipeline, sharding, signals
 from relrank.config import Config, dumps
 from relrank.data import Pairs, load_dataset_for
-from relrank.errors import UserError
+from relrank.errors import Interrupted, UserError
 from relrank.plotting import plot_curves
 from relrank.train_step import init_params, init_state, jit_scores, jit_train_step, make_task
 from relrank.weights import initial_params
+from relrank.workdir import check_usable, exclusive, read_jsonl, write_atomic
 
 
 @dataclasses.dataclass
@@ -48,20 +49,14 @@ class MetricsLog:
         self.path = path
 
     def truncate_after(self, step: int) -> None:
-        """Drop rows logged after `step` (by a run that stopped before checkpointing them)."""
+        """Drop rows logged after `step` (by a run that stopped before checkpointing them) and broken lines."""
         if os.path.exists(self.path):
-            with open(self.path) as f:
-                rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-            with open(self.path, "w") as f:
-                f.writelines(rows)
+            rows = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def write(self, **row) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
-
-
-def _all_finite(tree) -> bool:
-    return bool(jax.tree_util.tree_reduce(lambda ok, x: ok & jnp.all(jnp.isfinite(x)), tree, jnp.array(True)))
 
 
 def _check_resumable(saved: Config, config: Config, workdir: str) -> None:
@@ -78,38 +73,79 @@ def _check_resumable(saved: Config, config: Config, workdir: str) -> None:
         )
 
 
+def _restore_or_init(config: Config, workdir: str, mesh):
+    """(checkpoints, config, state, resumed step or None): the newest readable checkpoint, else fresh weights.
+
+    Unreadable checkpoints newer than the one resumed are named and moved to <workdir>/unreadable_checkpoints/.
+    """
+    checkpoints = checkpoint.Checkpoints(workdir, keep=config.keep_checkpoints)
+    unreadable = []
+    for step in reversed(checkpoints.all_steps()):
+        try:
+            saved = checkpoints.restore_config(step)
+            _check_resumable(saved, config, workdir)
+            resumed = dataclasses.replace(config, preprocessing=saved.preprocessing)
+            task = make_task(resumed)
+            shapes = jax.eval_shape(lambda: init_state(task, init_params(resumed)))  # shapes only, no compute
+            state = checkpoints.restore_state(step, checkpoint.abstract(shapes, sharding.replicated(mesh)))
+        except checkpoint.UnreadableCheckpoint as error:
+            print(f"warning: {error}", file=sys.stderr)
+            unreadable.append(step)
+            continue
+        for bad in unreadable:
+            print(f"moved unreadable step {bad} to {checkpoints.set_aside(bad)}", file=sys.stderr)
+        if unreadable:
+            print(f"resuming from step {step}, the newest readable checkpoint", file=sys.stderr)
+        return checkpoints, resumed, state, step
+    if unreadable:
+        raise UserError(f"no checkpoint in {checkpoints.directory} is readable (steps {', '.join(map(str, unreadable))});"
+                        f" move that folder away to start afresh")
+    params, config = initial_params(config)
+    return checkpoints, config, init_state(make_task(config), params), None
+
+
+def _interrupted(workdir: str) -> Interrupted:
+    last = None
+    if os.path.isdir(checkpoint.checkpoint_dir(workdir)):
+        checkpoints = checkpoint.Checkpoints(workdir, read_only=True)
+        last = checkpoints.latest_step()
+        checkpoints.close()
+    if last is None:
+        return Interrupted("interrupted before the first checkpoint; rerun the same command to start again")
+    return Interrupted(f"interrupted; last checkpoint: step {last}; rerun the same command to resume")
+
+
 def train(config: Config, workdir: str, stop_after_steps: int | None = None) -> dict:
     """Train (or resume) a ranker for `config.attr`; returns a summary of the run.
 
     Re-running on a workdir that holds a checkpoint resumes from it exactly
     (parameters, optimizer state, RNG and data order). `stop_after_steps`
-    ends the run early with a checkpoint, as an interruption would.
+    ends the run early with a checkpoint, as an interruption would. Ctrl-C or
+    SIGTERM save a checkpoint and raise `Interrupted`; one process at a time
+    may train in a workdir.
     """
     started = time.perf_counter()
-    os.makedirs(workdir, exist_ok=True)
-    data = load_dataset_for(config)
-    train_split = load_split(data, "train", config.attr, config.image_size)
-    test_split = load_split(data, "test", config.attr, config.image_size)
+    check_usable(workdir)
+    with signals.sigterm_as_keyboard_interrupt():
+        try:
+            data = load_dataset_for(config)
+            train_split = load_split(data, "train", config.attr, config.image_size)
+            test_split = load_split(data, "test", config.attr, config.image_size)
+            with exclusive(workdir):
+                return _train(config, workdir, train_split, test_split, stop_after_steps, started)
+        except KeyboardInterrupt:
+            raise _interrupted(workdir) from None
 
+
+def _train(config: Config, workdir: str, train_split: SplitImages, test_split: SplitImages,
+           stop_after_steps: int | None, started: float) -> dict:
     mesh = sharding.make_mesh()
     sharding.check_divisible(config.batch_pairs, mesh, "--batch_pairs")
     sharding.check_divisible(config.eval_batch_images, mesh, "--eval_batch_images")
-    checkpoints = checkpoint.Checkpoints(workdir, keep=config.keep_checkpoints)
-    resume_step = checkpoints.latest_step()
-    if resume_step is not None:
-        saved = checkpoints.restore_config(resume_step)
-        _check_resumable(saved, config, workdir)
-        config = dataclasses.replace(config, preprocessing=saved.preprocessing)
-        task = make_task(config)
-        shapes = jax.eval_shape(lambda: init_state(task, init_params(config)))  # shapes only, no compute
-        state = checkpoints.restore_state(resume_step, checkpoint.abstract(shapes, sharding.replicated(mesh)))
-    else:
-        params, config = initial_params(config)
-        task = make_task(config)
-        state = init_state(task, params)
+    checkpoints, config, state, resume_step = _restore_or_init(config, workdir, mesh)
+    task = make_task(config)
     state = sharding.put_replicated(state, mesh)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(dumps(config))
+    write_atomic(os.path.join(workdir, "config.json"), dumps(config))
 
     per_epoch = input_pipeline.steps_per_epoch(len(train_split.pairs), config.batch_pairs)
     total_steps = config.epochs * per_epoch
@@ -169,9 +205,10 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None) -> 
 
     def save(step: int, metrics: dict | None = None) -> None:
         flush()
-        if not _all_finite(state.params):
-            raise UserError(f"parameters became non-finite by step {step}; training stopped without saving")
-        checkpoints.save(step, state, config, metrics)
+        with signals.deferred() as received:  # never half-started
+            checkpoints.save(step, state, config, metrics)
+        if received:
+            raise KeyboardInterrupt
 
     all_batches = itertools.chain([first_batch], batches) if first_batch is not None else iter(())
     try:
@@ -191,27 +228,35 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None) -> 
             elif step % config.checkpoint_every_steps == 0 or step == end_step:
                 save(step)
     except KeyboardInterrupt:
-        try:
-            if int(state.step) != checkpoints.latest_step():
-                save(int(state.step))
-        except RuntimeError:  # interrupted inside a step: its input state was already donated
-            pass
-        last = checkpoints.latest_step()
-        raise UserError(f"interrupted; last checkpoint: step {last}. Rerun the same command to resume") from None
+        with signals.deferred():  # a second Ctrl-C must not cut the checkpoint short
+            try:
+                if int(state.step) != checkpoints.latest_step():
+                    save(int(state.step))
+            except RuntimeError:  # interrupted inside a step: its input state was already donated
+                pass
+            checkpoints.wait()
+        raise _interrupted(workdir) from None
+    except BaseException:
+        with signals.deferred():
+            checkpoints.wait()
+        raise
     finally:
         bar.close()
-        checkpoints.wait()
 
-    best = checkpoints.best_step()
-    checkpoints.close()
-    if accuracy is None and end_step == total_steps:
-        accuracy = evaluate_params(state.params)
-    summary.update(
-        final_step=int(state.step), test_accuracy=accuracy, best_step=best,
-        wall_seconds=round(time.perf_counter() - started, 1),
-    )
-    if os.path.exists(log.path):
-        summary["curves"] = plot_curves(log.path, os.path.join(workdir, "curves.png"), f"{config.dataset} / {config.attr}")
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    with signals.deferred() as received:  # the final checkpoint and the summary are written whatever arrives
+        checkpoints.wait()
+        best = checkpoints.best_step()
+        checkpoints.close()
+        if accuracy is None and end_step == total_steps and not received:
+            accuracy = evaluate_params(state.params)
+        summary.update(
+            final_step=int(state.step), test_accuracy=accuracy, best_step=best,
+            wall_seconds=round(time.perf_counter() - started, 1),
+        )
+        if os.path.exists(log.path):
+            title = f"{config.dataset} / {config.attr}"
+            summary["curves"] = plot_curves(log.path, os.path.join(workdir, "curves.png"), title)
+        write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
+    if received:
+        raise _interrupted(workdir)
     return summary

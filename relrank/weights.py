@@ -14,6 +14,7 @@ permuted, not merely transposed. The ImageNet classifier (fc8) is dropped.
 from __future__ import annotations
 
 import argparse
+import codecs
 import dataclasses
 import json
 import os
@@ -25,7 +26,7 @@ import numpy as np
 
 from relrank.config import Preprocessing
 from relrank.errors import UserError
-from relrank.model import conv_layer_names
+from relrank.model import CONV_LAYERS_PER_BLOCK, conv_layer_names
 from relrank.train_step import init_params
 
 TORCHVISION_PREPROCESSING = Preprocessing()  # RGB in [0, 1], ImageNet mean / std
@@ -48,34 +49,66 @@ class Pretrained:
     source: str
 
 
+def _vgg16_channels() -> dict[str, tuple[int, int]]:
+    """(in, out) channels of each conv layer of ImageNet VGG-16."""
+    widths = [w for w, n in zip((64, 128, 256, 512, 512), CONV_LAYERS_PER_BLOCK) for _ in range(n)]
+    return dict(zip(conv_layer_names(), zip([3] + widths[:-1], widths)))
+
+
+VGG16_CHANNELS = _vgg16_channels()
+FC = 4096
+POOL5 = (7, 7, 512)  # H, W, C of pool5 at 224x224
+
+
+class _Reader:
+    """Looks tensors up in a weights file, checking each one's shape against ImageNet VGG-16's."""
+
+    def __init__(self, tensors, source: str):
+        self.tensors, self.source = tensors, source
+
+    def get(self, key, layer: str, shape: tuple[int, ...], label: str = "") -> np.ndarray:
+        label = label or repr(key)
+        try:
+            value = self.tensors[key]
+        except (KeyError, IndexError):
+            raise UserError(f"{self.source}: no tensor {label} (layer {layer}); supported files: {SUPPORTED}") from None
+        value = np.asarray(value)
+        if value.shape != tuple(shape):
+            raise UserError(f"{self.source}: {label} (layer {layer}) has shape {value.shape}, expected {tuple(shape)} "
+                            f"for ImageNet VGG-16")
+        return value.astype(np.float32)
+
+
 def _conv(weight: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(weight, np.float32).transpose(2, 3, 1, 0))  # OIHW -> HWIO
+    return np.ascontiguousarray(weight.transpose(2, 3, 1, 0))  # OIHW -> HWIO
 
 
 def _fc6_from_chw_rows(weight: np.ndarray) -> np.ndarray:
-    """torchvision fc6 (4096, C*H*W) -> (H*W*C, 4096)."""
-    w = np.asarray(weight, np.float32)
-    return np.ascontiguousarray(w.reshape(w.shape[0], 512, 7, 7).transpose(2, 3, 1, 0).reshape(-1, w.shape[0]))
+    """(4096, C*H*W), pool5 flattened as C, H, W -> relrank's (H*W*C, 4096)."""
+    h, w, c = POOL5
+    return np.ascontiguousarray(weight.reshape(FC, c, h, w).transpose(2, 3, 1, 0).reshape(-1, FC))
 
 
 def from_torch_layout(tensors: dict, source: str) -> Pretrained:
     """torchvision (`classifier.*`) or timm (`pre_logits.*`) key layout."""
+    read = _Reader(tensors, source)
     params = {}
-    for name, index in zip(conv_layer_names(), TORCHVISION_CONV_INDICES):
-        params[name] = {"kernel": _conv(_get(tensors, f"features.{index}.weight", source)),
-                        "bias": _vector(_get(tensors, f"features.{index}.bias", source))}
+    for (name, (cin, cout)), index in zip(VGG16_CHANNELS.items(), TORCHVISION_CONV_INDICES):
+        params[name] = {"kernel": _conv(read.get(f"features.{index}.weight", name, (cout, cin, 3, 3))),
+                        "bias": read.get(f"features.{index}.bias", name, (cout,))}
+    h, w, c = POOL5
     if "pre_logits.fc1.weight" in tensors:  # timm: fc6 as a 7x7 conv, fc7 as a 1x1 conv
-        fc6 = _get(tensors, "pre_logits.fc1.weight", source)
-        params["fc6"] = {"kernel": np.ascontiguousarray(_conv(fc6).reshape(-1, fc6.shape[0])),
-                         "bias": _vector(_get(tensors, "pre_logits.fc1.bias", source))}
-        fc7 = _get(tensors, "pre_logits.fc2.weight", source)
-        params["fc7"] = {"kernel": np.ascontiguousarray(np.asarray(fc7, np.float32)[:, :, 0, 0].T),
-                         "bias": _vector(_get(tensors, "pre_logits.fc2.bias", source))}
+        fc6 = read.get("pre_logits.fc1.weight", "fc6", (FC, c, h, w))
+        fc7 = read.get("pre_logits.fc2.weight", "fc7", (FC, FC, 1, 1))
+        params["fc6"] = {"kernel": np.ascontiguousarray(_conv(fc6).reshape(-1, FC)),
+                         "bias": read.get("pre_logits.fc1.bias", "fc6", (FC,))}
+        params["fc7"] = {"kernel": np.ascontiguousarray(fc7[:, :, 0, 0].T),
+                         "bias": read.get("pre_logits.fc2.bias", "fc7", (FC,))}
     else:
-        params["fc6"] = {"kernel": _fc6_from_chw_rows(_get(tensors, "classifier.0.weight", source)),
-                         "bias": _vector(_get(tensors, "classifier.0.bias", source))}
-        params["fc7"] = {"kernel": np.ascontiguousarray(np.asarray(_get(tensors, "classifier.3.weight", source), np.float32).T),
-                         "bias": _vector(_get(tensors, "classifier.3.bias", source))}
+        params["fc6"] = {"kernel": _fc6_from_chw_rows(read.get("classifier.0.weight", "fc6", (FC, c * h * w))),
+                         "bias": read.get("classifier.0.bias", "fc6", (FC,))}
+        params["fc7"] = {"kernel": np.ascontiguousarray(read.get("classifier.3.weight", "fc7", (FC, FC)).T),
+                         "bias": read.get("classifier.3.bias", "fc7", (FC,))}
     return Pretrained(params, TORCHVISION_PREPROCESSING, source)
 
 
@@ -83,14 +116,20 @@ def from_lasagne(values: list, mean, source: str) -> Pretrained:
     """Lasagne's 'param values': W, b per conv (OIHW, Caffe's BGR, no filter flip), then fc6, fc7, fc8 W (in, out), b."""
     if len(values) < 2 * len(BACKBONE_LAYERS):
         raise UserError(f"{source}: 'param values' holds {len(values)} arrays, expected at least {2 * len(BACKBONE_LAYERS)}")
+    read = _Reader(values, source)
+
+    def get(i: int, layer: str, shape: tuple[int, ...]) -> np.ndarray:
+        return read.get(i, layer, shape, label=f"'param values'[{i}]")
+
     params = {}
-    for i, name in enumerate(conv_layer_names()):
-        params[name] = {"kernel": _conv(values[2 * i]), "bias": _vector(values[2 * i + 1])}
-    fc6, fc7 = 2 * len(conv_layer_names()), 2 * len(conv_layer_names()) + 2
-    w6 = np.asarray(values[fc6], np.float32)
-    params["fc6"] = {"kernel": np.ascontiguousarray(w6.reshape(512, 7, 7, -1).transpose(1, 2, 0, 3).reshape(-1, w6.shape[-1])),
-                     "bias": _vector(values[fc6 + 1])}
-    params["fc7"] = {"kernel": np.asarray(values[fc7], np.float32), "bias": _vector(values[fc7 + 1])}
+    for i, (name, (cin, cout)) in enumerate(VGG16_CHANNELS.items()):
+        params[name] = {"kernel": _conv(get(2 * i, name, (cout, cin, 3, 3))), "bias": get(2 * i + 1, name, (cout,))}
+    fc6, fc7 = 2 * len(VGG16_CHANNELS), 2 * len(VGG16_CHANNELS) + 2
+    h, w, c = POOL5
+    w6 = get(fc6, "fc6", (c * h * w, FC))
+    params["fc6"] = {"kernel": np.ascontiguousarray(w6.reshape(c, h, w, FC).transpose(1, 2, 0, 3).reshape(-1, FC)),
+                     "bias": get(fc6 + 1, "fc6", (FC,))}
+    params["fc7"] = {"kernel": get(fc7, "fc7", (FC, FC)), "bias": get(fc7 + 1, "fc7", (FC,))}
     mean = np.asarray(mean, np.float64).reshape(-1)
     preprocessing = CAFFE_PREPROCESSING
     if mean.size == 3:
@@ -98,26 +137,26 @@ def from_lasagne(values: list, mean, source: str) -> Pretrained:
     return Pretrained(params, preprocessing, source)
 
 
-def _get(tensors: dict, key: str, source: str) -> np.ndarray:
-    if key not in tensors:
-        raise UserError(f"{source}: no tensor {key!r}; supported files: {SUPPORTED}")
-    return np.asarray(tensors[key])
-
-
-def _vector(x) -> np.ndarray:
-    return np.asarray(x, np.float32).reshape(-1)
+def _only_latin1(obj, encoding="utf-8", errors="strict"):
+    """`_codecs.encode` as Python 2 pickles of byte strings use it (latin-1), and nothing else."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(obj, str):
+        raise pickle.UnpicklingError(f"the pickle asks for _codecs.encode with {encoding!r}")
+    return codecs.encode(obj, encoding, errors)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Admits numpy arrays and plain containers; anything else (code!) is refused."""
+    """Admits numpy arrays and plain containers, from pickle protocols 0-5; anything else (code!) is refused."""
 
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
     }
 
     def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):
+            return _only_latin1
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"the pickle asks for {module}.{name}")
         if module.startswith("numpy.core"):
@@ -131,14 +170,62 @@ def read_pickle(path: str) -> dict:
         with open(path, "rb") as f:
             return _NumpyOnlyUnpickler(f, encoding="latin1").load()
     except pickle.UnpicklingError as error:
-        raise UserError(f"refusing to load {path}: {error}, which is not a numpy array or plain container") from None
+        if "asks for" in str(error):
+            raise UserError(f"refusing to load {path}: {error}, which is not a numpy array or plain container") from None
+        raise UserError(f"cannot read {path} as a pickle: {error}") from None
+    except EOFError:
+        raise UserError(f"cannot read {path} as a pickle: the file is empty or truncated") from None
+    except Exception as error:  # a damaged pickle fails in many ways (ValueError, TypeError, MemoryError, ...)
+        raise UserError(f"cannot read {path} as a pickle: {_why(error)}") from None
+
+
+def _why(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def _read_safetensors(path: str) -> tuple[dict, dict]:
     from safetensors import safe_open
 
-    with safe_open(path, framework="numpy") as f:
-        return {key: f.get_tensor(key) for key in f.keys()}, (f.metadata() or {})
+    try:
+        with safe_open(path, framework="numpy") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}, (f.metadata() or {})
+    except Exception as error:  # SafetensorError, OSError, ... for a damaged file
+        raise UserError(f"cannot read {path} as safetensors: {_why(error)}") from None
+
+
+def _read_torch(path: str) -> dict:
+    try:
+        import torch
+    except ImportError:
+        raise UserError(f"{path} is a PyTorch file: install torch, or convert it once elsewhere with "
+                        f"`python -m relrank.weights convert {path} vgg16.safetensors`") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
+        raise UserError(f"cannot read {path} as a PyTorch state dict: {_why(error)}") from None
+    if not isinstance(state, dict) or not all(hasattr(v, "numpy") for v in state.values()):
+        raise UserError(f"{path}: not a PyTorch state dict of tensors; supported files: {SUPPORTED}")
+    return {k: v.numpy() for k, v in state.items()}
+
+
+def _from_relrank(tensors: dict, metadata: dict, path: str) -> Pretrained:
+    """A file of `convert`: tensors already in relrank's layout (shapes are checked against the model)."""
+    params = {}
+    for layer in BACKBONE_LAYERS:
+        params[layer] = {}
+        for kind in ("kernel", "bias"):
+            key = f"{layer}.{kind}"
+            if key not in tensors:
+                raise UserError(f"{path}: no tensor {key!r} (layer {layer}); was it written by "
+                                f"`python -m relrank.weights convert`?")
+            params[layer][kind] = np.asarray(tensors[key], np.float32)
+    try:
+        prep = json.loads(metadata.get("preprocessing", "{}"))
+        preprocessing = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in prep.items()})
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{path}: unreadable preprocessing metadata: {_why(error)}") from None
+    return Pretrained(params, preprocessing, path)
 
 
 def load_pretrained(path: str) -> Pretrained:
@@ -149,19 +236,10 @@ def load_pretrained(path: str) -> Pretrained:
     if ext == ".safetensors":
         tensors, metadata = _read_safetensors(path)
         if "conv1_1.kernel" in tensors:
-            params = {layer: {"kernel": tensors[f"{layer}.kernel"], "bias": tensors[f"{layer}.bias"]} for layer in BACKBONE_LAYERS}
-            prep = json.loads(metadata.get("preprocessing", "{}"))
-            preprocessing = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in prep.items()})
-            return Pretrained(params, preprocessing, path)
+            return _from_relrank(tensors, metadata, path)
         return from_torch_layout(tensors, path)
     if ext in (".pth", ".pt"):
-        try:
-            import torch
-        except ImportError:
-            raise UserError(f"{path} is a PyTorch file: install torch, or convert it once elsewhere with "
-                            f"`python -m relrank.weights convert {path} vgg16.safetensors`") from None
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return from_torch_layout({k: v.numpy() for k, v in state.items()}, path)
+        return from_torch_layout(_read_torch(path), path)
     if ext in (".pkl", ".pickle"):
         data = read_pickle(path)
         if not isinstance(data, dict) or "param values" not in data:

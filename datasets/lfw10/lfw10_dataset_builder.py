@@ -22,7 +22,7 @@ def read_pairs(path: str, instructions: str) -> tuple[list[str], list[str], np.n
     `attribute_strengths` (n x 4): columns 2..4 count votes for first more / first
     less / equal; the target follows the first maximum.
     """
-    data = sources.loadmat(path, instructions)
+    data = sources.loadmat(path, instructions, variables=("images_compare", "attribute_strengths"))
     compare = np.asarray(data["images_compare"], dtype=object)
     votes = np.asarray(data["attribute_strengths"], np.float64)[:, 1:4]
     first = sources.strings(compare[:, 1])

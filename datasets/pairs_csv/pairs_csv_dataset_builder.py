@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 import numpy as np
@@ -17,49 +18,100 @@ SPLIT_SEED = 0
 MAX_REPORTED = 20
 
 
-def read_annotations(csv_path: str, known_images: set[str]) -> list[dict]:
-    """Parse and validate the CSV; one SourceFilesError lists every problem with its line number."""
+def read_text(csv_path: str) -> str:
+    """The CSV as text: UTF-8, with or without the byte-order mark Excel writes."""
+    with open(csv_path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise sources.SourceFilesError(
+            f"{csv_path} is not UTF-8 text (byte 0x{raw[error.start]:02x} on line {line}); "
+            f"save it as UTF-8 (in Excel: CSV UTF-8)") from None
+
+
+def read_annotations(csv_path: str, known_images: set[str], refused: dict[str, str] | None = None) -> list[dict]:
+    """Parse and validate the CSV; one SourceFilesError lists every problem with its line number.
+
+    `refused` maps image names that exist but may not be used to the reason.
+    """
+    refused = refused or {}
     problems: list[str] = []
     rows: list[dict] = []
     seen: dict[tuple, tuple[int, float]] = {}
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise sources.SourceFilesError(f"{csv_path}: missing column(s) {', '.join(missing)}; "
-                                           f"expected {', '.join(REQUIRED_COLUMNS)} and optionally split")
-        unknown: list[str] = []
-        for line, row in enumerate(reader, start=2):
-            a, b, attr = row["image_a"].strip(), row["image_b"].strip(), row["attribute"].strip()
-            label = LABELS.get(row["label"].strip().lower())
-            split = (row.get("split") or "").strip().lower()
-            for name in (a, b):
-                if name not in known_images:
-                    unknown.append(f"line {line}: {name!r}")
-            if label is None:
-                problems.append(f"line {line}: label {row['label']!r} is not more/less/equal or 1/0/0.5")
-                continue
-            if split not in ("", "train", "test"):
-                problems.append(f"line {line}: split {split!r} is not train or test")
-            if a == b:
-                problems.append(f"line {line}: {a!r} is compared with itself")
-                continue
-            key = (attr, min(a, b), max(a, b))
-            oriented = label if a < b else 1.0 - label
-            if key in seen:
-                first_line, first_label = seen[key]
-                verb = "duplicates" if first_label == oriented else "contradicts"
-                problems.append(f"line {line}: {verb} line {first_line} ({a!r} vs {b!r}, {attr})")
-                continue
-            seen[key] = (line, oriented)
-            rows.append(dict(a=a, b=b, attribute=attr, target=label, split=split))
+    text = read_text(csv_path)
+    if not text.strip():
+        raise sources.SourceFilesError(f"{csv_path} is empty; expected the header {','.join(REQUIRED_COLUMNS)}")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise sources.SourceFilesError(f"{csv_path}: missing column(s) {', '.join(missing)}; "
+                                       f"expected {', '.join(REQUIRED_COLUMNS)} and optionally split")
+    unknown: list[str] = []
+    for row in reader:
+        line = reader.line_num
+        if any(row.get(c) is None for c in REQUIRED_COLUMNS):
+            fields = sum(v is not None for k, v in row.items() if k is not None)
+            problems.append(f"line {line}: {fields} field(s), expected {len(reader.fieldnames)} "
+                            f"({','.join(reader.fieldnames)})")
+            continue
+        if any(extra.strip() for extra in row.get(None, [])):
+            problems.append(f"line {line}: more fields than the header has (quote names that hold a comma)")
+            continue
+        a, b, attr = row["image_a"].strip(), row["image_b"].strip(), row["attribute"].strip()
+        label = LABELS.get(row["label"].strip().lower())
+        split = (row.get("split") or "").strip().lower()
+        for name in (a, b):
+            if name in refused:
+                problems.append(f"line {line}: {name!r} {refused[name]}")
+            elif name not in known_images:
+                unknown.append(f"line {line}: {name!r}")
+        if label is None:
+            problems.append(f"line {line}: label {row['label']!r} is not more/less/equal or 1/0/0.5")
+            continue
+        if split not in ("", "train", "test"):
+            problems.append(f"line {line}: split {split!r} is not train or test")
+        if a == b:
+            problems.append(f"line {line}: {a!r} is compared with itself")
+            continue
+        key = (attr, min(a, b), max(a, b))
+        oriented = label if a < b else 1.0 - label
+        if key in seen:
+            first_line, first_label = seen[key]
+            verb = "duplicates" if first_label == oriented else "contradicts"
+            problems.append(f"line {line}: {verb} line {first_line} ({a!r} vs {b!r}, {attr})")
+            continue
+        seen[key] = (line, oriented)
+        rows.append(dict(a=a, b=b, attribute=attr, target=label, split=split))
     if unknown:
         problems.append(f"{len(unknown)} unknown image name(s), e.g. " + "; ".join(unknown[:5]))
     if problems:
         shown = "\n  ".join(problems[:MAX_REPORTED])
         more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
         raise sources.SourceFilesError(f"{csv_path} has {len(problems)} problem(s):\n  {shown}{more}")
+    if not rows:
+        raise sources.SourceFilesError(f"{csv_path} has a header but no pairs")
     return rows
+
+
+def image_names(images_root: str) -> tuple[set[str], dict[str, str]]:
+    """Names (relative to images/) of the files that may be used, and of links that may not, with why.
+
+    A symbolic link is refused when it leads outside images/, as a name with ../ is.
+    """
+    real_root = os.path.realpath(images_root)
+    known, refused = set(), {}
+    for folder, _, files in os.walk(images_root):
+        for f in files:
+            path = os.path.join(folder, f)
+            name = os.path.relpath(path, images_root).replace(os.sep, "/")
+            target = os.path.realpath(path)
+            if os.path.commonpath([real_root, target]) != real_root:
+                refused[name] = f"is a link to {target}, outside images/; copy the file into images/ instead"
+            else:
+                known.add(name)
+    return known, refused
 
 
 def split_by_image(names: list[str]) -> set[str]:
@@ -92,11 +144,8 @@ class Builder(pair_index.ImageFilesBuilder):
         root = pair_index.manual_dir(self, dl_manager)
         instructions = self.MANUAL_DOWNLOAD_INSTRUCTIONS
         images_root = sources.require(os.path.join(root, "images"), instructions)
-        known = {
-            os.path.relpath(os.path.join(folder, f), images_root).replace(os.sep, "/")
-            for folder, _, files in os.walk(images_root) for f in files
-        }
-        rows = read_annotations(sources.require(os.path.join(root, "pairs.csv"), instructions), known)
+        known, refused = image_names(images_root)
+        rows = read_annotations(sources.require(os.path.join(root, "pairs.csv"), instructions), known, refused)
         names = sorted({r["a"] for r in rows} | {r["b"] for r in rows})
         index = {name: i for i, name in enumerate(names)}
         test_images = split_by_image(names) if not any(r["split"] for r in rows) else set()

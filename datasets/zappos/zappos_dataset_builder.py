@@ -69,11 +69,13 @@ class Builder(pair_index.ImageFilesBuilder):
         root = pair_index.manual_dir(self, dl_manager)
         instructions = self.MANUAL_DOWNLOAD_INSTRUCTIONS
         data_dir = os.path.join(root, "ut-zap50k-data")
-        load = lambda name: sources.loadmat(os.path.join(data_dir, name), instructions)  # noqa: E731
-        image_paths = sources.strings(load("image-path.mat")["imagepath"])
-        labels = load("zappos-labels.mat")
-        hard = load("zappos-labels-fg.mat")["mturkHard"].ravel()
-        splits = load("train-test-splits.mat")
+        def load(name: str, *variables: str) -> dict:
+            return sources.loadmat(os.path.join(data_dir, name), instructions, variables)
+
+        image_paths = sources.strings(load("image-path.mat", "imagepath")["imagepath"])
+        labels = load("zappos-labels.mat", "mturkOrder", "mturkEqual")
+        hard = load("zappos-labels-fg.mat", "mturkHard")["mturkHard"].ravel()
+        splits = load("train-test-splits.mat", "trainIndexAll", "testIndexAll")
         order, equal = labels["mturkOrder"].ravel(), labels["mturkEqual"].ravel()
 
         rows_of = {}  # (set name, attribute) -> (a, b, target) in image-path indices
