@@ -18,7 +18,8 @@ import numpy as np
 
 from relrank import sharding
 from relrank.config import MODEL_PRESETS, make_config
-from relrank.train_step import init_params, init_state, jit_scores, jit_train_step, make_task
+from relrank.network import init_params, jit_apply
+from relrank.train_step import init_state, jit_train_step, make_task
 
 
 def timed(fn, repeats: int) -> float:
@@ -60,7 +61,7 @@ def main() -> None:
         holder["state"], metrics = step(holder["state"], batch)
         return metrics["loss"]
 
-    score = jit_scores(task, mesh)
+    score = jit_apply(task.network, mesh)
     step_seconds = timed(train_once, args.steps)
     forward_seconds = timed(lambda: score(holder["state"].params, images), args.steps)
     print(f"devices: {mesh.size} x {jax.devices()[0].device_kind}")

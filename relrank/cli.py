@@ -1,15 +1,22 @@
-"""Command-line front ends of train.py and evaluate.py: flags -> Config -> library calls."""
+"""Every command-line front end: train.py, evaluate.py, `python -m relrank {score,saliency,embed}` and
+`python -m relrank.weights convert`. Each parses its flags and calls the library; errors print as one line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import json
 import logging
 import os
 import sys
+import time
 
-from relrank.config import DATASET_DEFAULTS, MODEL_PRESETS, make_config
+from relrank.config import DATASETS, MODEL_PRESETS, make_config
 from relrank.errors import Interrupted, UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
 def _quiet_libraries() -> None:
@@ -42,11 +49,11 @@ def _run(main, argv) -> int:
 
 
 def _dataset_defaults_help() -> str:
-    rows = [
-        f"  {name:10s} model={d['model']} epochs={d['epochs']} batch_pairs={d['batch_pairs']} "
-        f"backbone_lr={d['backbone_lr']:g} head_lr={d['head_lr']:g} weight_decay={d['weight_decay']:g}"
-        for name, d in DATASET_DEFAULTS.items()
-    ]
+    rows = []
+    for name, spec in DATASETS.items():
+        d = spec.defaults
+        rows.append(f"  {name:10s} model={d['model']} epochs={d['epochs']} batch_pairs={d['batch_pairs']} "
+                    f"backbone_lr={d['backbone_lr']:g} head_lr={d['head_lr']:g} weight_decay={d['weight_decay']:g}")
     return "defaults per dataset (a flag overrides them):\n" + "\n".join(rows)
 
 
@@ -96,7 +103,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 def _train(argv) -> None:
     from relrank.data import load_dataset_for
-    from relrank.baseline import train_ranksvm
+    from relrank.ranksvm import train_ranksvm
     from relrank.trainer import train
     from relrank.workdir import check_usable
 
@@ -108,14 +115,16 @@ def _train(argv) -> None:
     data = load_dataset_for(base)
     attrs = data.attributes if args.attr == "all" else [args.attr or data.attributes[0]]
     for attr in attrs:
-        config = make_config(**overrides, attr=attr)
+        config = dataclasses.replace(base, attr=attr)
         workdir = args.workdir or os.path.join("runs", config.dataset, attr)
         if len(attrs) > 1 and args.workdir:
             workdir = os.path.join(args.workdir, attr)
         if config.method == "ranksvm":
-            summary = train_ranksvm(config, workdir)
-        else:
-            summary = train(config, workdir, stop_after_steps=args.stop_after_steps)
+            summary = train_ranksvm(config, workdir, data=data)
+            print(f"{config.dataset}/{attr}: RankSVM test accuracy {summary['test_accuracy']:.2f}% "
+                  f"({summary['wall_seconds']:.0f} s) -> {workdir}")
+            continue
+        summary = train(config, workdir, stop_after_steps=args.stop_after_steps, data=data)
         accuracy = summary["test_accuracy"]
         shown = f"{accuracy:.2f}%" if accuracy is not None else "not evaluated yet"
         print(
@@ -140,7 +149,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 
 def _evaluate(argv) -> None:
-    from relrank.evaluator import evaluate_run, find_runs
+    from relrank.runs import evaluate_run, find_runs
 
     args = evaluate_parser().parse_args(argv)
     results = [evaluate_run(run, args.checkpoint, args.split, args.data_dir) for run in find_runs(args.workdir)]
@@ -157,9 +166,164 @@ def _evaluate(argv) -> None:
         print(f"{'mean':10s} {'':20s} {'':7s} {'':9s} {mean:8.2f}%  (std {std:.2f} over {len(results)} runs)")
 
 
+def image_paths(inputs: list[str]) -> list[str]:
+    """Files given, plus the image files inside folders given (recursively, sorted)."""
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for folder, _, files in sorted(os.walk(item)):
+                paths += [os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise UserError(f"no such file or folder: {item}")
+    if not paths:
+        raise UserError("no images found in " + ", ".join(inputs))
+    return paths
+
+
+def check_output_file(path: str, flag: str, example: str) -> None:
+    """A one-line error before any work if `path` cannot be written as a file."""
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {os.path.join(path, example)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"{flag} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{flag} {path}: folder {folder} is not writable")
+
+
+def _score(args) -> None:
+    import numpy as np
+
+    from relrank.figures import ranking_sheet
+    from relrank.ranker import load
+
+    check_output_file(args.out, "--out", "ranking.csv")
+    if args.sheet:
+        check_output_file(args.sheet, "--sheet", "ranking.png")
+    ranker = load(args.workdir, args.checkpoint)
+    kept, values, unreadable = ranker.score_files(image_paths(args.inputs))
+    if unreadable:
+        print(f"skipped {len(unreadable)} unreadable file(s):", file=sys.stderr)
+        for why in unreadable[:10]:
+            print(f"  {why}", file=sys.stderr)
+        if len(unreadable) > 10:
+            print(f"  ... and {len(unreadable) - 10} more", file=sys.stderr)
+    if not kept:
+        raise UserError("none of the images could be read")
+    with open(args.out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "score", "rank"])
+        for rank, i in enumerate(np.argsort(-values), start=1):
+            writer.writerow([kept[i], f"{values[i]:.6g}", rank])
+    print(f"scored {len(kept)} images by {ranker.config.attr!r} -> {args.out} (rank 1 = most)")
+    if args.sheet:
+        ranking_sheet(kept, values, args.sheet)
+        print(f"sheet, weakest to strongest -> {args.sheet}")
+
+
+def _saliency(args) -> None:
+    from relrank.figures import saliency_figure
+    from relrank.images import to_uint8_rgb
+    from relrank.ranker import load
+    from relrank.saliency import pair_saliency
+
+    check_output_file(args.out, "--out", "saliency.png")
+    ranker = load(args.workdir, args.checkpoint)
+    for path in (args.image_a, args.image_b):
+        if not os.path.isfile(path):
+            raise UserError(f"no such image file: {path}")
+    a, b = (to_uint8_rgb(path, ranker.config.image_size) for path in (args.image_a, args.image_b))
+    p, map_a, map_b = pair_saliency(ranker, a, b, sigma=args.sigma)
+    saliency_figure(a, b, map_a, map_b, p, args.out, ranker.config.attr)
+    name_a, name_b = os.path.basename(args.image_a), os.path.basename(args.image_b)
+    print(f"P({name_a} shows more {ranker.config.attr} than {name_b}) = {p:.3f} -> {args.out}")
+
+
+def _embed(args) -> None:
+    import numpy as np
+
+    from relrank.data import load_dataset_for
+    from relrank.embedding import before_and_after, tsne
+    from relrank.figures import embedding_figure
+    from relrank.ranker import load
+
+    check_output_file(args.out, "--out", "embedding.png")
+    ranker = load(args.workdir, args.checkpoint)
+    data = load_dataset_for(ranker.config)
+    ids = data.pairs("test", ranker.config.attr).images()[: args.max_images]
+    images = data.load_images(ids, ranker.config.image_size)
+    before, after = before_and_after(ranker, images)
+    rank = np.argsort(np.argsort(ranker.score(images)))
+    embedding_figure(tsne(before), tsne(after), rank, args.out, f"{ranker.config.dataset} / {ranker.config.attr}")
+    print(f"t-SNE of {len(ids)} test images before and after fine-tuning -> {args.out}")
+
+
+def use_parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="python -m relrank",
+                                   description="Use a trained ranker: score images, saliency maps, embeddings.")
+    commands = main.add_subparsers(dest="command", required=True)
+
+    def command(name, function, help_text):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--workdir", required=True, help="a trained run's workdir")
+        sub.add_argument("--checkpoint", default="latest", help="latest (default), best or a step number")
+        sub.set_defaults(function=function)
+        return sub
+
+    s = command("score", _score, "Score images (files or folders) and write image, score and rank to a CSV.")
+    s.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    s.add_argument("--out", default="ranking.csv", help="the CSV to write (default: ranking.csv)")
+    s.add_argument("--sheet", default="", help="also draw the images from weakest to strongest into this PNG")
+    s = command("saliency", _saliency, "Saliency maps of P(a shows more than b) for two images (paper fig. 7).")
+    s.add_argument("image_a")
+    s.add_argument("image_b")
+    s.add_argument("--out", default="saliency.png", help="the PNG to write (default: saliency.png)")
+    s.add_argument("--sigma", type=float, default=3.0, help="Gaussian smoothing in pixels (default: 3)")
+    s = command("embed", _embed, "t-SNE of fc7 features of test images before/after fine-tuning (paper fig. 5).")
+    s.add_argument("--out", default="embedding.png", help="the PNG to write (default: embedding.png)")
+    s.add_argument("--max_images", type=int, default=500, help="at most this many test images (default: 500)")
+    return main
+
+
+def _use(argv) -> None:
+    args = use_parser().parse_args(argv)
+    args.function(args)
+
+
+def weights_parser() -> argparse.ArgumentParser:
+    from relrank.weights import SUPPORTED
+
+    parser = argparse.ArgumentParser(prog="python -m relrank.weights",
+                                     description="Convert pretrained VGG-16 weights to relrank's .safetensors layout.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert_parser = commands.add_parser("convert", help="convert IN (any supported kind) to OUT.safetensors")
+    convert_parser.add_argument("source", help=f"the weights file: {SUPPORTED}")
+    convert_parser.add_argument("target", help="where to write the .safetensors file")
+    return parser
+
+
+def _weights(argv) -> None:
+    from relrank.weights import convert
+
+    args = weights_parser().parse_args(argv)
+    start = time.perf_counter()
+    convert(args.source, args.target)
+    print(f"wrote {args.target} ({time.perf_counter() - start:.1f} s)")
+
+
 def train_main(argv=None) -> int:
     return _run(_train, argv)
 
 
 def evaluate_main(argv=None) -> int:
     return _run(_evaluate, argv)
+
+
+def use_main(argv=None) -> int:
+    return _run(_use, argv)
+
+
+def weights_main(argv=None) -> int:
+    return _run(_weights, argv)

@@ -15,6 +15,19 @@ from typing import Any
 from relrank.errors import UserError
 
 
+CONV_LAYERS_PER_BLOCK = (2, 2, 3, 3, 3)
+
+
+def conv_layer_names() -> list[str]:
+    """conv1_1 .. conv5_3, the Caffe / Lasagne names weight porters address."""
+    return [f"conv{block + 1}_{i + 1}" for block, n in enumerate(CONV_LAYERS_PER_BLOCK) for i in range(n)]
+
+
+def _tuples(data: dict[str, Any]) -> dict[str, Any]:
+    """JSON lists back to the tuples the frozen dataclasses hold."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """Topology of a VGG-16 variant (13 convs in 5 blocks, fc6, fc7)."""
@@ -22,6 +35,10 @@ class ModelSpec:
     block_widths: tuple[int, ...] = (64, 128, 256, 512, 512)
     fc_width: int = 4096
     dropout: float = 0.5
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ModelSpec":
+        return cls(**_tuples(data))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +54,10 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Preprocessing":
+        return cls(**_tuples(data))
+
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's network: ImageNet VGG-16 at 224x224.
@@ -45,20 +66,34 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "vgg16_small": dict(spec=ModelSpec(block_widths=(8, 16, 32, 64, 64), fc_width=256), image_size=32),
 }
 
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A `--dataset` name: the TFDS builder that prepares it, its protocol and its training defaults.
+
+    `train` and `test` name the builder's pair sets (they may contain {split},
+    UT-Zap50K-1's split number); UT-Zap50K-1 and -2 are two views of one builder.
+    """
+
+    builder: str
+    defaults: dict[str, Any]
+    train: str = "train"
+    test: str = "test"
+
+
 # The paper's protocol: batch 16 pairs, RMSProp, backbone lr 1e-5, head lr 1e-4,
 # weight decay 1e-5; epochs per dataset. The synthetic demo trains a randomly
 # initialised small network, so it needs larger learning rates.
 PAPER_TRAINING = dict(model="vgg16", batch_pairs=16, backbone_lr=1e-5, head_lr=1e-4, weight_decay=1e-5)
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "synthetic": dict(
-        model="vgg16_small", batch_pairs=16, backbone_lr=1e-3, head_lr=1e-3, weight_decay=1e-5, epochs=4
-    ),
-    "osr": dict(PAPER_TRAINING, epochs=2),
-    "pubfig": dict(PAPER_TRAINING, epochs=2),
-    "lfw10": dict(PAPER_TRAINING, epochs=40),
-    "zappos1": dict(PAPER_TRAINING, epochs=25),
-    "zappos2": dict(PAPER_TRAINING, epochs=25),
-    "pairs_csv": dict(PAPER_TRAINING, epochs=10),
+DATASETS: dict[str, DatasetSpec] = {
+    "synthetic": DatasetSpec("synthetic", dict(
+        model="vgg16_small", batch_pairs=16, backbone_lr=1e-3, head_lr=1e-3, weight_decay=1e-5, epochs=4)),
+    "osr": DatasetSpec("osr", dict(PAPER_TRAINING, epochs=2)),
+    "pubfig": DatasetSpec("pubfig", dict(PAPER_TRAINING, epochs=2)),
+    "lfw10": DatasetSpec("lfw10", dict(PAPER_TRAINING, epochs=40)),
+    "zappos1": DatasetSpec("zappos", dict(PAPER_TRAINING, epochs=25), train="train_{split}", test="test_{split}"),
+    "zappos2": DatasetSpec("zappos", dict(PAPER_TRAINING, epochs=25), train="train_all", test="test_hard"),
+    "pairs_csv": DatasetSpec("pairs_csv", dict(PAPER_TRAINING, epochs=10)),
 }
 
 
@@ -99,8 +134,7 @@ class Config:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Config":
         data = dict(data)
-        spec = ModelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("spec").items()})
-        prep = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("preprocessing").items()})
+        spec, prep = ModelSpec.from_json(data.pop("spec")), Preprocessing.from_json(data.pop("preprocessing"))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(spec=spec, preprocessing=prep, **{k: v for k, v in data.items() if k in known})
 
@@ -110,11 +144,14 @@ class Config:
 
 
 def make_config(dataset: str = "synthetic", **overrides: Any) -> Config:
-    """Build a Config: dataset defaults, then the model preset, then `overrides` (None = unset)."""
-    if dataset not in DATASET_DEFAULTS:
-        raise UserError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASET_DEFAULTS)}")
+    """Build a Config: dataset defaults, then the model preset, then `overrides` (None = unset).
+
+    With `weights`, the preprocessing is the one that weights file expects.
+    """
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    values: dict[str, Any] = dict(DATASET_DEFAULTS[dataset], dataset=dataset)
+    values: dict[str, Any] = dict(DATASETS[dataset].defaults, dataset=dataset)
     values.update({k: v for k, v in overrides.items() if k in ("model",)})
     preset_name = values["model"]
     if preset_name not in MODEL_PRESETS:
@@ -125,6 +162,10 @@ def make_config(dataset: str = "synthetic", **overrides: Any) -> Config:
     unknown = set(values) - {f.name for f in dataclasses.fields(Config)}
     if unknown:
         raise TypeError(f"unknown config fields: {sorted(unknown)}")
+    if values.get("weights") and "preprocessing" not in overrides:
+        from relrank.weights import preprocessing_of
+
+        values["preprocessing"] = preprocessing_of(values["weights"])
     config = Config(**values)
     _validate(config)
     return config

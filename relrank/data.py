@@ -10,6 +10,7 @@ import sys
 import numpy as np
 from tqdm.auto import tqdm
 
+from relrank.config import DATASETS
 from relrank.errors import UserError
 from relrank.images import to_uint8_rgb
 
@@ -57,6 +58,15 @@ class Pairs:
 
 
 @dataclasses.dataclass
+class SplitImages:
+    """One split's images (row i is dataset image ids[i]) and its pairs, indexing those rows."""
+
+    ids: np.ndarray
+    images: np.ndarray
+    pairs: Pairs
+
+
+@dataclasses.dataclass
 class RankingData:
     """A prepared dataset: attribute names, pair sets and random access to its images.
 
@@ -83,6 +93,21 @@ class RankingData:
             raise UserError(f"dataset {self.name!r} has no pair set {split!r}; sets: {', '.join(self.pair_sets)}")
         return self.pair_sets[split][attr]
 
+    def indexed_pairs(self, split: str, attr: str) -> tuple[np.ndarray, Pairs]:
+        """The ids of the images `split`'s pairs use, and those pairs re-indexed into rows of that list."""
+        pairs = self.pairs(split, attr)
+        if not len(pairs):
+            raise UserError(f"dataset {self.name!r} has no {split} pairs for attribute {attr!r}")
+        ids = pairs.images()
+        rows = np.full(int(ids.max()) + 1, -1, np.int64)
+        rows[ids] = np.arange(len(ids))
+        return ids, pairs.remap(rows)
+
+    def split_images(self, split: str, attr: str, size: int) -> SplitImages:
+        """The images `split`'s pairs use, decoded once at size x size, and the pairs re-indexed into them."""
+        ids, pairs = self.indexed_pairs(split, attr)
+        return SplitImages(ids, self.load_images(ids, size, desc=f"loading {split} images"), pairs)
+
     def load_images(self, indices: np.ndarray, size: int, desc: str = "loading images") -> np.ndarray:
         """Decode the images at `indices`, resized to size x size: uint8 [len(indices), size, size, 3]."""
         out = np.empty((len(indices), size, size, 3), np.uint8)
@@ -92,12 +117,6 @@ class RankingData:
                 raise UserError(f"dataset {self.name!r} is out of order at image {index}; delete and rebuild it")
             out[row] = to_uint8_rgb(example["image"], size)  # encoded bytes: one decoder everywhere
         return out
-
-
-def dataset_names() -> list[str]:
-    import relrank_datasets
-
-    return list(relrank_datasets.DATASETS)
 
 
 def check_attribute(data: RankingData, attr: str) -> None:
@@ -126,9 +145,9 @@ def load_dataset(
     from relrank_datasets import pair_index
     from relrank_datasets.sources import SourceFilesError
 
-    if name not in relrank_datasets.DATASETS:
-        raise UserError(f"unknown dataset {name!r}; valid datasets: {', '.join(dataset_names())}")
-    view = relrank_datasets.DATASETS[name]
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    view = DATASETS[name]
     data_dir = data_dir or default_data_dir()
     manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual", view.builder)
     kwargs = {}

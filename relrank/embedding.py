@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from relrank.network import initial_params
 from relrank.ranker import Ranker
-from relrank.train_step import fc7_features, make_task
-from relrank.weights import initial_params
 
 
 def before_and_after(ranker: Ranker, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """fc7 features with the run's initial weights (its --weights file, or its seed's init) and its trained ones."""
-    initial, config = initial_params(ranker.config)
-    batch = ranker.config.eval_batch_images
-    return (fc7_features(make_task(config), initial, images, batch),
-            fc7_features(ranker.task, ranker.params, images, batch))
+    initial = Ranker(ranker.config, initial_params(ranker.config), step=0)
+    return initial.features(images), ranker.features(images)
 
 
 def tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Figures of a trained ranker: ranked-image sheets (paper fig. 6), saliency (fig. 7), embeddings (fig. 5)."""
+"""Every figure relrank draws: training curves, ranked-image sheets (paper fig. 6), saliency (fig. 7), embeddings (fig. 5)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from relrank.images import to_uint8_rgb  # noqa: E402
+from relrank.workdir import read_jsonl  # noqa: E402
 
-def ranking_sheet(images: list[np.ndarray], scores: np.ndarray, out_png: str, columns: int = 8,
+
+def plot_curves(metrics_path: str, out_png: str, title: str = "") -> str:
+    """Training loss and test pair accuracy against step, side by side; returns `out_png`."""
+    rows = read_jsonl(metrics_path)
+    train = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "test_accuracy" in r]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue")
+    ax_loss.set(xlabel="step", ylabel="training loss (RankNet + L2)", title="loss")
+    ax_acc.plot([r["step"] for r in evals], [r["test_accuracy"] for r in evals], "o-", color="tab:green")
+    ax_acc.set(xlabel="step", ylabel="correctly ordered test pairs (%)", title="test accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+def ranking_sheet(images, scores: np.ndarray, out_png: str, columns: int = 8,
                   thumb: int = 96, max_images: int = 64) -> str:
-    """Images ordered from weakest to strongest, row by row, each captioned with its score."""
+    """Images (paths or uint8 arrays) from weakest to strongest, row by row, each captioned with its score."""
     order = np.argsort(scores)
     if len(order) > max_images:  # evenly along the ranking
         order = order[np.linspace(0, len(order) - 1, max_images).round().astype(int)]
@@ -22,7 +45,7 @@ def ranking_sheet(images: list[np.ndarray], scores: np.ndarray, out_png: str, co
     draw = ImageDraw.Draw(sheet)
     for slot, index in enumerate(order):
         x, y = (slot % columns) * thumb, (slot // columns) * (thumb + caption)
-        sheet.paste(Image.fromarray(images[index]).resize((thumb, thumb)), (x, y))
+        sheet.paste(Image.fromarray(to_uint8_rgb(images[index], thumb)), (x, y))
         draw.text((x + 3, y + thumb + 2), f"{scores[index]:.3g}", fill="black")
     sheet.save(out_png)
     return out_png

@@ -13,10 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from relrank.config import Config, ModelSpec
+from relrank.config import CONV_LAYERS_PER_BLOCK, Config, ModelSpec
 from relrank.conv import conv_general_dilated
-
-CONV_LAYERS_PER_BLOCK = (2, 2, 3, 3, 3)
 
 
 def he_normal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
@@ -32,12 +30,6 @@ def glorot_uniform(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
     """U(-l, l) with l = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
     limit = math.sqrt(6.0 / (math.prod(shape[:-1]) + shape[-1]))
     return jax.random.uniform(key, (math.prod(shape),), dtype, -limit, limit).reshape(shape)
-
-
-def conv_layer_names() -> list[str]:
-    return [
-        f"conv{block + 1}_{i + 1}" for block, n in enumerate(CONV_LAYERS_PER_BLOCK) for i in range(n)
-    ]
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -94,11 +86,6 @@ class VGG16Ranker(nnx.Module):
         return self.head(self.features(x, dropout_key=dropout_key))[:, 0].astype(jnp.float32)
 
 
-def build_model(config: Config, seed: int | None = None) -> VGG16Ranker:
-    """A freshly initialised model for `config` (weights are ported separately)."""
-    return VGG16Ranker(
-        config.spec,
-        config.image_size,
-        rngs=nnx.Rngs(config.seed if seed is None else seed),
-        dtype=jnp.dtype(config.compute_dtype),
-    )
+def build_model(config: Config) -> VGG16Ranker:
+    """A freshly initialised model for `config`, seeded by `config.seed` (weights are ported separately)."""
+    return VGG16Ranker(config.spec, config.image_size, rngs=nnx.Rngs(config.seed), dtype=jnp.dtype(config.compute_dtype))

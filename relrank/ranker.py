@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from relrank import checkpoint, sharding
 from relrank.config import Config
 from relrank.errors import UserError
-from relrank.evaluation import score_all
-from relrank.images import to_uint8_rgb
-from relrank.train_step import abstract_params, jit_scores, make_task
+from relrank.images import ImageDecodeError, to_uint8_rgb
+from relrank.losses import pair_probability
+from relrank.network import abstract_params, apply_in_batches, features, jit_apply, make_network, scores
+
+FILES_PER_CHUNK = 256  # images decoded at a time by `score_files`
 
 
 class Ranker:
@@ -20,9 +21,9 @@ class Ranker:
         self.config = config
         self.step = step
         self.mesh = sharding.make_mesh()
-        self.task = make_task(config)
+        self.network = make_network(config)
         self.params = sharding.put_replicated(params, self.mesh)
-        self._score = jit_scores(self.task, self.mesh)
+        self._apply = {output: jit_apply(self.network, self.mesh, output) for output in (scores, features)}
         batch = batch_images or config.eval_batch_images
         self.batch_images = -(-batch // self.mesh.size) * self.mesh.size
 
@@ -35,15 +36,40 @@ class Ranker:
             images = list(images)
         return np.stack([to_uint8_rgb(x, size) for x in images])
 
+    def _in_batches(self, output, images, desc: str) -> np.ndarray:
+        apply = self._apply[output]
+        return apply_in_batches(lambda x: apply(self.params, x), self.prepare(images), self.batch_images, desc)
+
     def score(self, images) -> np.ndarray:
         """One score per image, float32 [N]; batched, preprocessed as in training."""
-        prepared = self.prepare(images)
-        return score_all(lambda x: self._score(self.params, x), prepared, self.batch_images)
+        return self._in_batches(scores, images, "scoring")
+
+    def features(self, images) -> np.ndarray:
+        """fc7 features [N, fc_width] (float32) of the images, as the ranking layer sees them."""
+        return self._in_batches(features, images, "fc7 features")
 
     def compare(self, a, b) -> np.ndarray:
         """P(a shows more of the attribute than b) for matching lists of images."""
-        score_a, score_b = self.score(a), self.score(b)
-        return np.asarray(jax.nn.sigmoid(score_a - score_b))
+        return np.asarray(pair_probability(self.score(a), self.score(b)))
+
+    def score_files(self, paths: list[str]) -> tuple[list[str], np.ndarray, list[str]]:
+        """(readable paths, their scores, one 'cannot read image ...' line per unreadable file), a chunk at a time."""
+        kept, chunks, unreadable = [], [], []
+        for start in range(0, len(paths), FILES_PER_CHUNK):
+            images = []
+            for path in paths[start : start + FILES_PER_CHUNK]:
+                try:
+                    images.append(to_uint8_rgb(path, self.config.image_size))
+                    kept.append(path)
+                except ImageDecodeError as error:
+                    unreadable.append(str(error))
+            if images:
+                chunks.append(self.score(np.stack(images)))
+        return kept, (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), unreadable
+
+    def score_dataset_images(self, data, ids: np.ndarray) -> np.ndarray:
+        """Scores of the dataset's images `ids` (how runs are evaluated)."""
+        return self.score(data.load_images(ids, self.config.image_size, desc="loading images"))
 
 
 def load(workdir: str, which: str = "latest") -> Ranker:

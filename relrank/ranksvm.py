@@ -1,20 +1,34 @@
-"""The RankSVM baseline with similarity constraints (Parikh & Grauman, ICCV 2011) on frozen features.
+"""The paper's baseline: Parikh & Grauman's RankSVM (ICCV 2011) on frozen features, fitted, saved and scored.
 
     min_w  1/2 |w|^2 + C sum_ordered max(0, 1 - w.(x_more - x_less))^2 + C sum_similar (w.(x_a - x_b))^2
 
 the primal, squared-hinge form of Chapelle's RankSVM that Parikh & Grauman
-extended with similarity (tie) pairs, with their C = 0.1 for both kinds of
-pair. Solved by Newton's method on the active set (the objective is quadratic
-once the violated ordered pairs are fixed), with a backtracking line search.
+extended with similarity (tie) pairs, with one C for both kinds of pair
+(`Config.ranksvm_c`, their 0.1). Solved by Newton's method on the active set
+(the objective is quadratic once the violated ordered pairs are fixed), with a
+backtracking line search.
+
+Features are the dataset's own (`feat`, e.g. PubFig/OSR GIST) or fc7 of the
+VGG-16 backbone (the pretrained weights of --weights, not fine-tuned). A run
+writes <workdir>/ranksvm.npz (the weights, and the features of the images it
+used), config.json and summary.json.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import time
+
 import numpy as np
 
-from relrank.data import Pairs
+from relrank.config import Config, dumps
+from relrank.data import Pairs, RankingData, load_dataset_for
+from relrank.errors import UserError
+from relrank.metrics import pair_accuracy
+from relrank.workdir import check_usable, exclusive, write_atomic
 
-PAPER_C = 0.1
+RESULT_FILE = "ranksvm.npz"
 
 
 def pair_differences(features: np.ndarray, pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +44,7 @@ def objective(w: np.ndarray, ordered: np.ndarray, similar: np.ndarray, c: float)
     return 0.5 * w @ w + c * (margin @ margin + np.sum((similar @ w) ** 2))
 
 
-def fit_ranksvm(features: np.ndarray, pairs: Pairs, c: float = PAPER_C, max_iterations: int = 50) -> np.ndarray:
+def fit_ranksvm(features: np.ndarray, pairs: Pairs, c: float, max_iterations: int = 50) -> np.ndarray:
     """The ranking weights w (score = features @ w) learnt from annotated pairs."""
     ordered, similar = pair_differences(np.asarray(features, np.float64), pairs)
     dim = features.shape[1]
@@ -53,3 +67,58 @@ def fit_ranksvm(features: np.ndarray, pairs: Pairs, c: float = PAPER_C, max_iter
         if converged:
             break
     return w
+
+
+def image_features(config: Config, data: RankingData, ids: np.ndarray) -> np.ndarray:
+    """The frozen features of the dataset images `ids` that `config.ranksvm_features` names, float64."""
+    if config.ranksvm_features == "dataset":
+        if "feat" not in data.source[int(ids[0])]:
+            raise UserError(f"dataset {data.name!r} ships no features; use --ranksvm_features=fc7 with --weights")
+        return np.stack([np.asarray(data.source[int(i)]["feat"], np.float64) for i in ids])
+    from relrank.network import initial_params
+    from relrank.ranker import Ranker
+
+    backbone = Ranker(config, initial_params(config), step=0)  # the pretrained backbone, not fine-tuned
+    return backbone.features(data.load_images(ids, config.image_size)).astype(np.float64)
+
+
+class RankSVMScorer:
+    """A saved RankSVM run: scores of dataset images from the features it was fitted and tested with."""
+
+    def __init__(self, run_dir: str):
+        saved = np.load(os.path.join(run_dir, RESULT_FILE))
+        self.config = Config.from_json(json.loads(str(saved["config"])))
+        self.step = 0
+        self.w = saved["w"]
+        self.rows = {int(i): row for row, i in enumerate(saved["image_indices"])}
+        self.features = saved["features"]
+
+    def score_dataset_images(self, data: RankingData, ids: np.ndarray) -> np.ndarray:
+        missing = [int(i) for i in ids if int(i) not in self.rows]
+        if missing:
+            raise UserError(f"this RankSVM run holds no features for {len(missing)} of those images "
+                            f"(it saved those of its train and test pairs)")
+        return self.features[[self.rows[int(i)] for i in ids]] @ self.w
+
+
+def train_ranksvm(config: Config, workdir: str, data: RankingData | None = None) -> dict:
+    """Fit the RankSVM on the training pairs of `config.attr`; evaluate on the test pairs."""
+    started = time.perf_counter()
+    check_usable(workdir)
+    data = data or load_dataset_for(config)
+    train_ids, train = data.indexed_pairs("train", config.attr)
+    test_ids, test = data.indexed_pairs("test", config.attr)
+    ids = np.unique(np.concatenate([train_ids, test_ids]))
+    features = image_features(config, data, ids)
+    w = fit_ranksvm(features[np.searchsorted(ids, train_ids)], train, c=config.ranksvm_c)
+    accuracy = pair_accuracy(features[np.searchsorted(ids, test_ids)] @ w, test)
+    summary = dict(dataset=config.dataset, attr=config.attr, workdir=workdir, method="ranksvm",
+                   features=config.ranksvm_features, test_accuracy=accuracy,
+                   wall_seconds=round(time.perf_counter() - started, 1))
+    with exclusive(workdir):
+        result = os.path.join(workdir, RESULT_FILE)
+        np.savez(result + ".tmp.npz", w=w, image_indices=ids, features=features, config=json.dumps(config.to_json()))
+        os.replace(result + ".tmp.npz", result)
+        write_atomic(os.path.join(workdir, "config.json"), dumps(config))
+        write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
+    return summary

@@ -13,8 +13,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from relrank.losses import pair_probability
+from relrank.network import scores
 from relrank.ranker import Ranker
-from relrank.train_step import scores
 
 
 def pair_saliency(ranker: Ranker, image_a, image_b, sigma: float = 3.0) -> tuple[float, np.ndarray, np.ndarray]:
@@ -22,7 +22,7 @@ def pair_saliency(ranker: Ranker, image_a, image_b, sigma: float = 3.0) -> tuple
     pixels = jnp.asarray(ranker.prepare([image_a, image_b]), jnp.float32)
 
     def probability(x):
-        r = scores(ranker.task, ranker.params, x)
+        r = scores(ranker.network, ranker.params, x)
         return pair_probability(r[0], r[1])
 
     p, grads = jax.value_and_grad(probability)(pixels)

@@ -9,50 +9,66 @@ import math
 import os
 import sys
 import time
+from typing import Callable
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from relrank import checkpoint, evaluation, input_pipeline, sharding, signals
+from relrank import checkpoint, input_pipeline, sharding, signals
 from relrank.config import Config, dumps
-from relrank.data import Pairs, load_dataset_for
+from relrank.data import RankingData, SplitImages, load_dataset_for
 from relrank.errors import Interrupted, UserError
-from relrank.plotting import plot_curves
-from relrank.train_step import init_params, init_state, jit_scores, jit_train_step, make_task
-from relrank.weights import initial_params
+from relrank.figures import plot_curves
+from relrank.metrics import pair_accuracy
+from relrank.network import apply_in_batches, init_params, initial_params, jit_apply
+from relrank.train_step import init_state, jit_train_step, make_task
 from relrank.workdir import check_usable, exclusive, read_jsonl, write_atomic
 
 
-@dataclasses.dataclass
-class SplitImages:
-    """The images one split's pairs use, loaded once, and the pairs re-indexed into them."""
-
-    images: np.ndarray
-    pairs: Pairs
-
-
-def load_split(data, split: str, attr: str, size: int) -> SplitImages:
-    pairs = data.pairs(split, attr)
-    if not len(pairs):
-        raise UserError(f"dataset {data.name!r} has no {split} pairs for attribute {attr!r}")
-    ids = pairs.images()
-    rows = np.full(int(ids.max()) + 1, -1, np.int64)
-    rows[ids] = np.arange(len(ids))
-    return SplitImages(data.load_images(ids, size, desc=f"loading {split} images"), pairs.remap(rows))
-
-
 class MetricsLog:
-    """Appends one JSON object per line to <workdir>/metrics.jsonl."""
+    """<workdir>/metrics.jsonl: training metrics averaged over each logging interval, and evaluations.
 
-    def __init__(self, path: str):
+    Step metrics stay on the device until `flush`, so logging never waits for a step to finish.
+    """
+
+    def __init__(self, path: str, steps_per_epoch: int, last_checkpoint: Callable[[], str]):
         self.path = path
+        self.steps_per_epoch = steps_per_epoch
+        self.last_checkpoint = last_checkpoint
+        self.pending: list[tuple[int, dict]] = []
+        self.interval_start, self.interval_images = time.perf_counter(), 0
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after `step` (by a run that stopped before checkpointing them) and broken lines."""
         if os.path.exists(self.path):
             rows = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
             write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def add(self, step: int, metrics: dict, images: int) -> None:
+        self.pending.append((step, metrics))
+        self.interval_images += images
+
+    def flush(self) -> dict | None:
+        """Fetch the pending metrics, stop on a non-finite loss, and write their mean as one row."""
+        if not self.pending:
+            return None
+        fetched = [(s, {k: float(v) for k, v in m.items()}) for s, m in self.pending]
+        self.pending = []
+        for s, m in fetched:
+            if not math.isfinite(m["loss"]):
+                raise UserError(f"loss became {m['loss']} at step {s}; training stopped. "
+                                f"Last good checkpoint: {self.last_checkpoint()}")
+        elapsed = time.perf_counter() - self.interval_start
+        row = dict(
+            step=fetched[-1][0], epoch=round(fetched[-1][0] / self.steps_per_epoch, 4),
+            loss=float(np.mean([m["loss"] for _, m in fetched])),
+            rank_loss=float(np.mean([m["rank_loss"] for _, m in fetched])),
+            images_per_s=round(self.interval_images / max(elapsed, 1e-9), 1),
+        )
+        self.write(**row)
+        self.interval_start, self.interval_images = time.perf_counter(), 0
+        return row
 
     def write(self, **row) -> None:
         with open(self.path, "a") as f:
@@ -84,7 +100,7 @@ def _restore_or_init(config: Config, workdir: str, mesh):
         try:
             saved = checkpoints.restore_config(step)
             _check_resumable(saved, config, workdir)
-            resumed = dataclasses.replace(config, preprocessing=saved.preprocessing)
+            resumed = dataclasses.replace(config, preprocessing=saved.preprocessing)  # as it was trained
             task = make_task(resumed)
             shapes = jax.eval_shape(lambda: init_state(task, init_params(resumed)))  # shapes only, no compute
             state = checkpoints.restore_state(step, checkpoint.abstract(shapes, sharding.replicated(mesh)))
@@ -100,8 +116,7 @@ def _restore_or_init(config: Config, workdir: str, mesh):
     if unreadable:
         raise UserError(f"no checkpoint in {checkpoints.directory} is readable (steps {', '.join(map(str, unreadable))});"
                         f" move that folder away to start afresh")
-    params, config = initial_params(config)
-    return checkpoints, config, init_state(make_task(config), params), None
+    return checkpoints, config, init_state(make_task(config), initial_params(config)), None
 
 
 def _interrupted(workdir: str) -> Interrupted:
@@ -115,22 +130,22 @@ def _interrupted(workdir: str) -> Interrupted:
     return Interrupted(f"interrupted; last checkpoint: step {last}; rerun the same command to resume")
 
 
-def train(config: Config, workdir: str, stop_after_steps: int | None = None) -> dict:
+def train(config: Config, workdir: str, stop_after_steps: int | None = None, data: RankingData | None = None) -> dict:
     """Train (or resume) a ranker for `config.attr`; returns a summary of the run.
 
     Re-running on a workdir that holds a checkpoint resumes from it exactly
     (parameters, optimizer state, RNG and data order). `stop_after_steps`
     ends the run early with a checkpoint, as an interruption would. Ctrl-C or
     SIGTERM save a checkpoint and raise `Interrupted`; one process at a time
-    may train in a workdir.
+    may train in a workdir. `data` is the opened dataset, if the caller has it.
     """
     started = time.perf_counter()
     check_usable(workdir)
     with signals.sigterm_as_keyboard_interrupt():
         try:
-            data = load_dataset_for(config)
-            train_split = load_split(data, "train", config.attr, config.image_size)
-            test_split = load_split(data, "test", config.attr, config.image_size)
+            data = data or load_dataset_for(config)
+            train_split = data.split_images("train", config.attr, config.image_size)
+            test_split = data.split_images("test", config.attr, config.image_size)
             with exclusive(workdir):
                 return _train(config, workdir, train_split, test_split, stop_after_steps, started)
         except KeyboardInterrupt:
@@ -151,13 +166,11 @@ def _train(config: Config, workdir: str, train_split: SplitImages, test_split: S
     total_steps = config.epochs * per_epoch
     start_step = int(state.step)
     end_step = total_steps if stop_after_steps is None else min(total_steps, start_step + stop_after_steps)
-    log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
-    log.truncate_after(start_step)
-    score_fn = jit_scores(task, mesh)
+    score_fn = jit_apply(task.network, mesh)
 
     def evaluate_params(params) -> float:
-        scores = evaluation.score_all(lambda x: score_fn(params, x), test_split.images, config.eval_batch_images)
-        return evaluation.pair_accuracy(scores, test_split.pairs)
+        scores = apply_in_batches(lambda x: score_fn(params, x), test_split.images, config.eval_batch_images)
+        return pair_accuracy(scores, test_split.pairs)
 
     batches = input_pipeline.prefetch(
         sharding.put_batch(b, mesh)
@@ -174,34 +187,19 @@ def _train(config: Config, workdir: str, train_split: SplitImages, test_split: S
         dataset=config.dataset, attr=config.attr, workdir=workdir, compile_seconds=round(compile_seconds, 2),
         steps_per_epoch=per_epoch, total_steps=total_steps, resumed_from_step=resume_step,
     )
-    pending: list[tuple[int, dict]] = []
-    interval_start, interval_images = time.perf_counter(), 0
+    def last_checkpoint() -> str:
+        last = checkpoints.latest_step()
+        return f"step {last} in {checkpoints.directory}" if last is not None else "none"
+
+    log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), per_epoch, last_checkpoint)
+    log.truncate_after(start_step)
     accuracy = None
     bar = tqdm(total=end_step, initial=start_step, desc=f"{config.dataset}/{config.attr}", unit="step")
 
-    def flush() -> dict | None:
-        """Fetch pending metrics; stop on a non-finite loss; log their mean."""
-        nonlocal pending, interval_start, interval_images
-        if not pending:
-            return None
-        fetched = [(s, {k: float(v) for k, v in m.items()}) for s, m in pending]
-        pending = []
-        for s, m in fetched:
-            if not math.isfinite(m["loss"]):
-                last = checkpoints.latest_step()
-                where = f"step {last} in {checkpoint.checkpoint_dir(workdir)}" if last is not None else "none"
-                raise UserError(f"loss became {m['loss']} at step {s}; training stopped. Last good checkpoint: {where}")
-        elapsed = time.perf_counter() - interval_start
-        row = dict(
-            step=fetched[-1][0], epoch=round(fetched[-1][0] / per_epoch, 4),
-            loss=float(np.mean([m["loss"] for _, m in fetched])),
-            rank_loss=float(np.mean([m["rank_loss"] for _, m in fetched])),
-            images_per_s=round(interval_images / max(elapsed, 1e-9), 1),
-        )
-        log.write(**row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
-        interval_start, interval_images = time.perf_counter(), 0
-        return row
+    def flush() -> None:
+        row = log.flush()
+        if row:
+            bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
 
     def save(step: int, metrics: dict | None = None) -> None:
         flush()
@@ -214,8 +212,7 @@ def _train(config: Config, workdir: str, train_split: SplitImages, test_split: S
     try:
         for step, batch in enumerate(all_batches, start=start_step + 1):
             state, metrics = step_fn(state, batch)
-            pending.append((step, metrics))
-            interval_images += 2 * config.batch_pairs
+            log.add(step, metrics, images=2 * config.batch_pairs)
             bar.update(1)
             epoch_end = step % per_epoch == 0
             if step % config.log_every_steps == 0 or epoch_end:

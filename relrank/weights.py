@@ -13,21 +13,17 @@ permuted, not merely transposed. The ImageNet classifier (fc8) is dropped.
 
 from __future__ import annotations
 
-import argparse
 import codecs
 import dataclasses
 import json
 import os
 import pickle
 import sys
-import time
 
 import numpy as np
 
-from relrank.config import Preprocessing
+from relrank.config import CONV_LAYERS_PER_BLOCK, Preprocessing, conv_layer_names
 from relrank.errors import UserError
-from relrank.model import CONV_LAYERS_PER_BLOCK, conv_layer_names
-from relrank.train_step import init_params
 
 TORCHVISION_PREPROCESSING = Preprocessing()  # RGB in [0, 1], ImageNet mean / std
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -130,11 +126,15 @@ def from_lasagne(values: list, mean, source: str) -> Pretrained:
     params["fc6"] = {"kernel": np.ascontiguousarray(w6.reshape(c, h, w, FC).transpose(1, 2, 0, 3).reshape(-1, FC)),
                      "bias": get(fc6 + 1, "fc6", (FC,))}
     params["fc7"] = {"kernel": get(fc7, "fc7", (FC, FC)), "bias": get(fc7 + 1, "fc7", (FC,))}
+    return Pretrained(params, _caffe_preprocessing(mean), source)
+
+
+def _caffe_preprocessing(mean) -> Preprocessing:
+    """Caffe's BGR 0-255 input, minus the file's own mean when it holds one."""
     mean = np.asarray(mean, np.float64).reshape(-1)
-    preprocessing = CAFFE_PREPROCESSING
-    if mean.size == 3:
-        preprocessing = dataclasses.replace(CAFFE_PREPROCESSING, mean=tuple(float(m) for m in mean))
-    return Pretrained(params, preprocessing, source)
+    if mean.size != 3:
+        return CAFFE_PREPROCESSING
+    return dataclasses.replace(CAFFE_PREPROCESSING, mean=tuple(float(m) for m in mean))
 
 
 def _only_latin1(obj, encoding="utf-8", errors="strict"):
@@ -220,32 +220,63 @@ def _from_relrank(tensors: dict, metadata: dict, path: str) -> Pretrained:
                 raise UserError(f"{path}: no tensor {key!r} (layer {layer}); was it written by "
                                 f"`python -m relrank.weights convert`?")
             params[layer][kind] = np.asarray(tensors[key], np.float32)
+    return Pretrained(params, _stored_preprocessing(metadata, path), path)
+
+
+def _stored_preprocessing(metadata: dict, path: str) -> Preprocessing:
     try:
-        prep = json.loads(metadata.get("preprocessing", "{}"))
-        preprocessing = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in prep.items()})
+        return Preprocessing.from_json(json.loads(metadata.get("preprocessing", "{}")))
     except (ValueError, TypeError) as error:
         raise UserError(f"{path}: unreadable preprocessing metadata: {_why(error)}") from None
-    return Pretrained(params, preprocessing, path)
+
+
+def _kind(path: str) -> str:
+    if not os.path.isfile(path):
+        raise UserError(f"weights file {path} does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    kinds = {".safetensors": "safetensors", ".pth": "torch", ".pt": "torch", ".pkl": "pickle", ".pickle": "pickle"}
+    if ext not in kinds:
+        raise UserError(f"{path}: unknown kind of weights file; supported files: {SUPPORTED}")
+    return kinds[ext]
+
+
+def _read_lasagne(path: str) -> dict:
+    data = read_pickle(path)
+    if not isinstance(data, dict) or "param values" not in data:
+        raise UserError(f"{path}: not a Lasagne VGG-16 pickle (no 'param values'); supported files: {SUPPORTED}")
+    return data
+
+
+def preprocessing_of(path: str) -> Preprocessing:
+    """The input preprocessing the weights in `path` expect (read from the file where it says)."""
+    kind = _kind(path)
+    if kind == "pickle":
+        return _caffe_preprocessing(_read_lasagne(path).get("mean value", CAFFE_MEAN_BGR))
+    if kind == "safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, framework="numpy") as f:
+                metadata = f.metadata() or {}
+        except Exception as error:  # SafetensorError, OSError, ... for a damaged file
+            raise UserError(f"cannot read {path} as safetensors: {_why(error)}") from None
+        if "preprocessing" in metadata:
+            return _stored_preprocessing(metadata, path)
+    return TORCHVISION_PREPROCESSING
 
 
 def load_pretrained(path: str) -> Pretrained:
     """Read a weights file of any supported kind into relrank's layout."""
-    if not os.path.isfile(path):
-        raise UserError(f"weights file {path} does not exist")
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".safetensors":
+    kind = _kind(path)
+    if kind == "safetensors":
         tensors, metadata = _read_safetensors(path)
         if "conv1_1.kernel" in tensors:
             return _from_relrank(tensors, metadata, path)
         return from_torch_layout(tensors, path)
-    if ext in (".pth", ".pt"):
+    if kind == "torch":
         return from_torch_layout(_read_torch(path), path)
-    if ext in (".pkl", ".pickle"):
-        data = read_pickle(path)
-        if not isinstance(data, dict) or "param values" not in data:
-            raise UserError(f"{path}: not a Lasagne VGG-16 pickle (no 'param values'); supported files: {SUPPORTED}")
-        return from_lasagne(list(data["param values"]), data.get("mean value", CAFFE_MEAN_BGR), path)
-    raise UserError(f"{path}: unknown kind of weights file; supported files: {SUPPORTED}")
+    data = _read_lasagne(path)
+    return from_lasagne(list(data["param values"]), data.get("mean value", CAFFE_MEAN_BGR), path)
 
 
 def merge_backbone(params: dict, pretrained: Pretrained, model_description: str) -> dict:
@@ -262,19 +293,6 @@ def merge_backbone(params: dict, pretrained: Pretrained, model_description: str)
     return merged
 
 
-def initial_params(config):
-    """The parameters a run starts from, and its config with the weights' preprocessing.
-
-    Fresh weights, with the backbone replaced by `config.weights` when given.
-    """
-    params = init_params(config)
-    if not config.weights:
-        return params, config
-    pretrained = load_pretrained(config.weights)
-    params = merge_backbone(params, pretrained, f"--model={config.model} --image_size={config.image_size}")
-    return params, dataclasses.replace(config, preprocessing=pretrained.preprocessing)
-
-
 def convert(source: str, target: str) -> None:
     """Write `source` in relrank's layout as .safetensors (no torch needed to read it)."""
     from safetensors.numpy import save_file
@@ -286,23 +304,7 @@ def convert(source: str, target: str) -> None:
                                          "source": os.path.basename(source)})
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m relrank.weights",
-                                     description="Convert pretrained VGG-16 weights to relrank's .safetensors layout.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    convert_parser = commands.add_parser("convert", help="convert IN (any supported kind) to OUT.safetensors")
-    convert_parser.add_argument("source", help=f"the weights file: {SUPPORTED}")
-    convert_parser.add_argument("target", help="where to write the .safetensors file")
-    args = parser.parse_args(argv)
-    try:
-        start = time.perf_counter()
-        convert(args.source, args.target)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.target} ({time.perf_counter() - start:.1f} s)")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from relrank.cli import weights_main
+
+    sys.exit(weights_main())

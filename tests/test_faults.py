@@ -25,8 +25,7 @@ from safetensors.numpy import save_file
 
 import relrank
 from relrank import checkpoint
-from relrank.__main__ import main as use_main
-from relrank.cli import evaluate_main, train_main
+from relrank.cli import evaluate_main, train_main, use_main
 from relrank.config import make_config
 from relrank.data import load_dataset
 from relrank.errors import Interrupted, UserError

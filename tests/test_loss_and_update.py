@@ -7,7 +7,8 @@ import numpy as np
 from relrank.config import ModelSpec, make_config
 from relrank.losses import l2_penalty, ranknet_loss
 from relrank.optim import param_groups
-from relrank.train_step import init_params, init_state, make_task, scores
+from relrank.network import init_params, scores
+from relrank.train_step import init_state, make_task
 from relrank.train_step import train_step as eager_train_step
 
 train_step = jax.jit(eager_train_step, static_argnums=2)
@@ -81,7 +82,7 @@ def test_one_update_of_the_head_by_hand():
     # fc7 features from the (frozen) network, then everything by hand.
     from flax import nnx
     from relrank.preprocess import normalize
-    model = nnx.merge(task.graphdef, params)
+    model = nnx.merge(task.network.graphdef, params)
     images = np.asarray(batch["images"]).reshape(-1, 32, 32, 3)
     features = np.asarray(jax.jit(lambda x: model.features(normalize(x, config.preprocessing)))(images), np.float64)
     fa, fb = features[0::2], features[1::2]
@@ -113,7 +114,7 @@ def test_one_update_of_every_layer():
     new_state, _ = train_step(init_state(task, params), batch, task)
 
     def rank_loss(p):
-        r = scores(task, p, batch["images"].reshape(-1, 32, 32, 3)).reshape(-1, 2)
+        r = scores(task.network, p, batch["images"].reshape(-1, 32, 32, 3)).reshape(-1, 2)
         return ranknet_loss(r[:, 0], r[:, 1], batch["target"], batch["weight"])
 
     grads = jax.jit(jax.grad(rank_loss))(params)

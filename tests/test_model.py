@@ -6,8 +6,9 @@ import numpy as np
 from flax import nnx
 
 from relrank.config import ModelSpec, make_config
-from relrank.model import VGG16Ranker, conv_layer_names
-from relrank.train_step import abstract_params, init_params
+from relrank.config import conv_layer_names
+from relrank.model import VGG16Ranker
+from relrank.network import abstract_params, init_params
 
 
 def test_full_vgg16_shapes_and_names():

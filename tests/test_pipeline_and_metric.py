@@ -4,8 +4,9 @@
 import numpy as np
 
 from relrank.data import Pairs
-from relrank.evaluation import pair_accuracy, score_all
 from relrank.input_pipeline import prefetch, steps_per_epoch, train_batches
+from relrank.metrics import pair_accuracy
+from relrank.network import apply_in_batches
 
 
 def test_every_pair_once_per_epoch_with_padding():
@@ -72,7 +73,7 @@ def test_pair_accuracy_matches_loop_and_counts_ties_wrong():
     assert pair_accuracy(np.array([2.0, 1.0, 1.0]), tiny) == 50.0  # tie target skipped, predicted tie wrong
 
 
-def test_score_all_scores_each_image_once_in_fixed_batches():
+def test_apply_in_batches_scores_each_image_once_in_fixed_batches():
     calls = []
 
     def fake_score(batch):
@@ -80,8 +81,10 @@ def test_score_all_scores_each_image_once_in_fixed_batches():
         return batch.reshape(len(batch), -1)[:, 0].astype(np.float32)
 
     images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
-    np.testing.assert_array_equal(score_all(fake_score, images, 4), np.arange(10))
+    np.testing.assert_array_equal(apply_in_batches(fake_score, images, 4), np.arange(10))
     assert calls == [(4, 2, 2, 3)] * 3
+    features = apply_in_batches(lambda batch: batch.reshape(len(batch), -1)[:, :2], images, 4)  # rows of features
+    np.testing.assert_array_equal(features, np.stack([np.arange(10)] * 2, 1))
 
 
 def test_all_pairs_expansion_and_seeded_subset():

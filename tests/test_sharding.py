@@ -11,7 +11,8 @@ SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from relrank import sharding
     from relrank.config import ModelSpec, make_config
-    from relrank.train_step import init_params, init_state, jit_train_step, make_task
+    from relrank.network import init_params
+    from relrank.train_step import init_state, jit_train_step, make_task
 
     assert jax.device_count() == 2, jax.devices()
     config = dataclasses.replace(make_config(model="vgg16_small", image_size=32, batch_pairs=8),

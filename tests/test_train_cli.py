@@ -1,5 +1,6 @@
 """train.py / evaluate.py end to end: logs, curves, checkpoints, resume, loading, and errors."""
 
+import argparse
 import json
 import os
 import shutil
@@ -10,8 +11,8 @@ from PIL import Image
 
 import relrank
 from relrank.checkpoint import Checkpoints
-from relrank.cli import evaluate_parser, train_parser
-from relrank.config import make_config
+from relrank.cli import evaluate_parser, train_parser, use_parser, weights_parser
+from relrank.config import DATASETS, make_config
 from relrank.data import load_dataset
 from relrank.errors import UserError
 from relrank.trainer import train
@@ -24,16 +25,36 @@ def read_jsonl(path):
         return [json.loads(line) for line in f]
 
 
-@pytest.mark.parametrize("script,parser", [("train.py", train_parser), ("evaluate.py", evaluate_parser)])
-def test_help_explains_every_flag(script, parser):
-    result = run_cli(script, "--help")
-    assert result.returncode == 0
-    for action in parser()._actions:
-        if action.option_strings and action.dest != "help":
-            assert action.help, f"{action.dest} has no help"
-            assert action.option_strings[0] in result.stdout
-    if script == "train.py":
-        assert "pubfig" in result.stdout and "epochs=40" in result.stdout  # per-dataset paper defaults
+def documented_flags(parser):
+    """(flag, help) of every option of `parser` and of its sub-commands."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from documented_flags(sub)
+        elif action.option_strings and action.dest != "help":
+            yield action.option_strings[0], action.help
+
+
+@pytest.mark.parametrize("command,parser", [
+    (["train.py"], train_parser), (["evaluate.py"], evaluate_parser),
+    (["relrank/__main__.py", "score"], use_parser), (["relrank/__main__.py", "saliency"], use_parser),
+    (["relrank/__main__.py", "embed"], use_parser), (["relrank/weights.py", "convert"], weights_parser),
+], ids=["train", "evaluate", "score", "saliency", "embed", "convert"])
+def test_help_explains_every_flag(command, parser):
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    flags = dict(documented_flags(parser()))
+    assert all(flags.values()), [flag for flag, text in flags.items() if not text]
+    subcommand = parser()._subparsers._group_actions[0].choices[command[1]] if len(command) > 1 else parser()
+    for flag, _ in documented_flags(subcommand):
+        assert flag in result.stdout, flag
+    if command == ["train.py"]:  # the paper's defaults, one line per dataset
+        for name, spec in DATASETS.items():
+            line = next(line for line in result.stdout.splitlines() if line.split()[:1] == [name])
+            assert f"epochs={spec.defaults['epochs']}" in line and f"model={spec.defaults['model']}" in line
+        assert "epochs=40" in result.stdout  # LFW-10
+    if command[0] == "relrank/weights.py":
+        assert "Lasagne" in result.stdout and "torchvision" in result.stdout
 
 
 def test_run_writes_logs_curves_and_checkpoints(trained_run):
@@ -50,10 +71,10 @@ def test_run_writes_logs_curves_and_checkpoints(trained_run):
 
     with Image.open(os.path.join(workdir, "curves.png")) as png:
         pixels = np.asarray(png.convert("L"))
-    assert pixels.shape[0] >= 300 and pixels.shape[1] >= 600 and pixels.std() > 10
+    assert pixels.shape == (400, 1000) and pixels.std() > 10  # two panels, 10 x 4 inches at 100 dpi
 
     checkpoints = Checkpoints(workdir, read_only=True)
-    steps = set(checkpoints.manager.all_steps())
+    steps = set(checkpoints.all_steps())
     best = 250 if evals[0]["test_accuracy"] > evals[1]["test_accuracy"] else 500
     assert steps == {400, 500} | {best}  # the last 2 (every 100 steps and each epoch) and the best
     assert checkpoints.best_step() == best
@@ -142,5 +163,5 @@ def test_non_finite_loss_stops_and_names_the_step(data_dir, tmp_path):
                      "--head_lr=1e38", "--checkpoint_every_steps=1", "--log_every_steps=1", "--epochs=1")
     last = one_line_error(result, "at step", "Last good checkpoint")
     bad_step = int(last.split("at step ")[1].split(";")[0])
-    steps = Checkpoints(workdir, read_only=True).manager.all_steps()
+    steps = Checkpoints(workdir, read_only=True).all_steps()
     assert all(s < bad_step for s in steps)

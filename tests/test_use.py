@@ -9,13 +9,15 @@ from PIL import Image
 from conftest import REPO, run_cli
 import relrank
 from relrank.data import load_dataset
+from relrank.images import to_uint8_rgb
 
 
-def figure_is_drawn(path, min_size=(200, 150)):
+def figure_is_drawn(path, size):
+    """The PNG has exactly the (width, height) its figure size and dpi give, and is not blank."""
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("L"))
-    assert pixels.shape[1] >= min_size[0] and pixels.shape[0] >= min_size[1]
-    assert pixels.std() > 10  # not blank
+    assert (pixels.shape[1], pixels.shape[0]) == size
+    assert pixels.std() > 10
 
 
 def test_score_cli_writes_ranking_and_sheet_and_skips_bad_files(trained_run, tmp_path):
@@ -42,12 +44,20 @@ def test_score_cli_writes_ranking_and_sheet_and_skips_bad_files(trained_run, tmp
     assert scores == sorted(scores, reverse=True) and [int(r["rank"]) for r in rows] == list(range(1, 23))
     by_name = {os.path.basename(r["image"]): float(r["score"]) for r in rows}
     np.testing.assert_allclose(by_name["3.png"], ranker.score(images[3:4])[0], rtol=1e-5)
-    figure_is_drawn(sheet)
+    # The sheet: 8 thumbnails (96 px + 16 px caption) a row, weakest first, strongest last.
+    with Image.open(sheet) as png:
+        pixels = np.asarray(png.convert("RGB"))
+    assert pixels.shape == (3 * (96 + 16), 8 * 96, 3)
+    weakest, strongest = rows[-1]["image"], rows[0]["image"]
+    np.testing.assert_array_equal(pixels[:96, :96], to_uint8_rgb(weakest, 96))
+    last = 21  # slot of the 22nd image: row 2, column 5
+    y, x = (last // 8) * (96 + 16), (last % 8) * 96
+    np.testing.assert_array_equal(pixels[y:y + 96, x:x + 96], to_uint8_rgb(strongest, 96))
 
 
 def test_saliency_maps_and_figure(trained_run, tmp_path):
     from relrank.saliency import pair_saliency
-    from relrank.train_step import scores
+    from relrank.network import scores
 
     workdir, _ = trained_run
     ranker = relrank.load(workdir)
@@ -59,7 +69,7 @@ def test_saliency_maps_and_figure(trained_run, tmp_path):
         assert saliency.shape == (32, 32) and saliency.min() >= 0 and saliency.max() == 1.0
     # Finite differences: nudging the most salient pixel of a moves P(a > b) more than the least salient one.
     def probability(x):
-        r = np.asarray(scores(ranker.task, ranker.params, x.astype(np.float32)))
+        r = np.asarray(scores(ranker.network, ranker.params, x.astype(np.float32)))
         return 1 / (1 + np.exp(-(r[0] - r[1])))
 
     base = np.stack([a, b]).astype(np.float32)
@@ -75,7 +85,7 @@ def test_saliency_maps_and_figure(trained_run, tmp_path):
     result = run_cli(os.path.join("relrank", "__main__.py"), "saliency", f"--workdir={workdir}",
                      str(tmp_path / "a.png"), str(tmp_path / "b.png"), f"--out={out}")
     assert result.returncode == 0, result.stderr[-2000:]
-    figure_is_drawn(out)
+    figure_is_drawn(out, (700, 700))
 
 
 def test_embedding_figure(trained_run, tmp_path):
@@ -84,7 +94,7 @@ def test_embedding_figure(trained_run, tmp_path):
     result = run_cli(os.path.join("relrank", "__main__.py"), "embed", f"--workdir={workdir}", f"--out={out}",
                      "--max_images=120")
     assert result.returncode == 0, result.stderr[-2000:]
-    figure_is_drawn(out, (600, 300))
+    figure_is_drawn(out, (1100, 500))
 
 
 def test_use_cli_errors(tmp_path):

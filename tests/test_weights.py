@@ -18,7 +18,7 @@ from safetensors.numpy import save_file
 from relrank.config import make_config
 from relrank.errors import UserError
 from relrank.preprocess import normalize
-from relrank.train_step import abstract_params, init_params, make_task
+from relrank.network import abstract_params, init_params, make_network
 from relrank.weights import CAFFE_MEAN_BGR, load_pretrained, merge_backbone
 
 VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -90,7 +90,7 @@ def ours(path, images):
     params = merge_backbone(abstract_params(config), pretrained, "vgg16")  # checks every shape
     params["head"] = {"kernel": np.zeros((4096, 1), np.float32), "bias": np.zeros(1, np.float32)}  # unused here
     config = dataclasses.replace(config, preprocessing=pretrained.preprocessing)
-    model = nnx.merge(make_task(config).graphdef, params)
+    model = nnx.merge(make_network(config).graphdef, params)
     fc7 = jax.jit(lambda x: model.features(normalize(x, config.preprocessing)))(jnp.asarray(images))
     return np.asarray(fc7, np.float64), pretrained
 
@@ -212,3 +212,13 @@ def test_training_from_weights_keeps_their_preprocessing(data_dir, tmp_path):
     assert ranker.config.preprocessing == CAFFE_PREPROCESSING
     for layer in BACKBONE_LAYERS:
         np.testing.assert_array_equal(np.asarray(ranker.params[layer]["kernel"]), tensors[f"{layer}.kernel"])
+
+
+def test_the_porter_needs_numpy_only():
+    """Converting weights imports neither JAX nor the training code."""
+    code = ("import sys, relrank.weights; "
+            "print(sorted(m for m in ('jax', 'flax', 'optax', 'orbax', 'relrank.train_step', 'relrank.network') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

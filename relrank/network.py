@@ -1,0 +1,90 @@
+"""The network as every part of relrank uses it: graph, parameters, scores and fc7 features.
+
+Training (`train_step.py`), evaluation, scoring (`ranker.py`), saliency,
+embeddings and RankSVM's fc7 features all build on these functions; the
+forward pass over many images always goes through `apply_in_batches`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from relrank.config import Config
+from relrank.model import build_model
+from relrank.preprocess import normalize
+from relrank.sharding import batch_sharding, replicated
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """The model's graph (no weights) and the config it was built from."""
+
+    graphdef: Any
+    config: Config
+
+
+def make_network(config: Config) -> Network:
+    """The graph of `config`'s model, built abstractly (no weights computed)."""
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(config)), nnx.Param)
+    return Network(graphdef, config)
+
+
+def init_params(config: Config) -> dict:
+    """Freshly initialised parameters, a nested dict {layer: {'kernel', 'bias'}}."""
+    return jax.jit(lambda: nnx.to_pure_dict(nnx.state(build_model(config), nnx.Param)))()
+
+
+def abstract_params(config: Config) -> dict:
+    """Shapes and dtypes of the parameters of `config`, without computing them."""
+    return nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: build_model(config)), nnx.Param))
+
+
+def initial_params(config: Config) -> dict:
+    """The parameters a run starts from: fresh ones, the backbone replaced by `config.weights` when given."""
+    params = init_params(config)
+    if not config.weights:
+        return params
+    from relrank.weights import load_pretrained, merge_backbone
+
+    return merge_backbone(params, load_pretrained(config.weights), f"--model={config.model} --image_size={config.image_size}")
+
+
+def scores(network: Network, params, images: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+    """r(image) for uint8 images [N, H, W, 3] (dropout only with a key)."""
+    model = nnx.merge(network.graphdef, params)
+    x = normalize(images, network.config.preprocessing, jnp.dtype(network.config.compute_dtype))
+    return model(x, dropout_key=dropout_key)
+
+
+def features(network: Network, params, images: jax.Array) -> jax.Array:
+    """fc7 activations [N, fc_width] of uint8 images [N, H, W, 3], float32, no dropout."""
+    model = nnx.merge(network.graphdef, params)
+    x = normalize(images, network.config.preprocessing, jnp.dtype(network.config.compute_dtype))
+    return model.features(x).astype(jnp.float32)
+
+
+def jit_apply(network: Network, mesh, output: Callable = scores) -> Callable[[Any, jax.Array], jax.Array]:
+    """`output` (scores or features) compiled for `mesh`: images sharded over devices, params replicated."""
+    return jax.jit(
+        lambda params, images: output(network, params, images),
+        in_shardings=(replicated(mesh), batch_sharding(mesh)),
+        out_shardings=replicated(mesh),
+    )
+
+
+def apply_in_batches(apply: Callable[[np.ndarray], Any], images: np.ndarray, batch_images: int,
+                     desc: str = "scoring") -> np.ndarray:
+    """`apply` over uint8 images [N, H, W, 3] in fixed-size batches (the last one padded): one result row per image."""
+    outputs = []
+    for start in tqdm(range(0, len(images), batch_images), desc=desc, unit="batch", leave=False):
+        chunk = images[start : start + batch_images]
+        padded = np.concatenate([chunk, np.zeros((batch_images - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+        outputs.append(np.asarray(apply(padded))[: len(chunk)])
+    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
