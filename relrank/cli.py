@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from relrank.config import DATASETS, MODEL_PRESETS, make_config
+from relrank.config import DATASETS, MODEL_PRESETS, OPTIMIZERS, SCHEDULES, make_config
 from relrank.errors import Interrupted, UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -71,9 +71,21 @@ def train_parser() -> argparse.ArgumentParser:
         "rerunning on a workdir with a checkpoint resumes it")
     add("--epochs", type=int, help="passes over the training pairs")
     add("--batch_pairs", type=int, help="pairs per training step (2x as many images); divisible by the device count")
-    add("--backbone_lr", type=float, help="RMSProp learning rate of the VGG-16 layers (0 freezes them)")
-    add("--head_lr", type=float, help="RMSProp learning rate of the Dense(1) ranking layer")
-    add("--weight_decay", type=float, help="coefficient of the L2 penalty on all weights (not biases)")
+    add("--backbone_lr", type=float, help="(peak) learning rate of the VGG-16 layers (0 freezes them)")
+    add("--head_lr", type=float, help="(peak) learning rate of the Dense(1) ranking layer")
+    add("--weight_decay", type=float, help="weight decay of all weights, not biases: an L2 penalty in the loss "
+        "(rmsprop, sgd) or decoupled in the update (adamw)")
+    add("--optimizer", choices=OPTIMIZERS, help="rmsprop (Lasagne's, the paper's; default), adamw or sgd (with --momentum)")
+    add("--momentum", type=float, help="sgd's momentum (default: 0.9)")
+    add("--schedule", choices=SCHEDULES, help="learning rate over the run: constant (default), cosine or linear "
+        "decay to 0, after the warmup")
+    add("--warmup_fraction", type=float, help="fraction of the run's steps with a linear warmup from 0 (default: 0)")
+    add("--crop_min_scale", type=float, help="augmentation: random resized crops of this much of the image's area "
+        "up to all of it, aspect 3/4..4/3 (default: 1, no crops)")
+    add("--flip", action="store_const", const=True, default=None, help="augmentation: random horizontal flips")
+    add("--color_jitter", type=float, help="augmentation: brightness and contrast factors in 1 +- this (default: 0)")
+    add("--load_size", type=int, help="side at which training images are kept in memory, for crops to draw on "
+        "(default: --image_size); evaluation always uses --image_size")
     add("--seed", type=int, help="seed of initialisation, data order and dropout (default: 0)")
     add("--model", choices=sorted(MODEL_PRESETS), help="vgg16 (the paper's network) or vgg16_small (1/8 width, for CPUs)")
     add("--weights", help="pretrained ImageNet VGG-16 file (torchvision .pth/.safetensors, timm .safetensors, "

@@ -67,6 +67,10 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+OPTIMIZERS = ("rmsprop", "adamw", "sgd")  # see relrank/optim.py
+SCHEDULES = ("constant", "cosine", "linear")
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """A `--dataset` name: the TFDS builder that prepares it, its protocol and its training defaults.
@@ -110,6 +114,14 @@ class Config:
     backbone_lr: float = 1e-3
     head_lr: float = 1e-3
     weight_decay: float = 1e-5
+    optimizer: str = "rmsprop"
+    momentum: float = 0.9
+    schedule: str = "constant"
+    warmup_fraction: float = 0.0
+    crop_min_scale: float = 1.0
+    flip: bool = False
+    color_jitter: float = 0.0
+    load_size: int = 0
     seed: int = 0
     weights: str = ""
     method: str = "deep"
@@ -184,6 +196,20 @@ def _validate(config: Config) -> None:
         value = getattr(config, name)
         if not math.isfinite(value) or value < 0:
             raise UserError(f"--{name} must be a finite number >= 0, got {value}")
+    if config.optimizer not in OPTIMIZERS:
+        raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    if config.schedule not in SCHEDULES:
+        raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {config.schedule!r}")
+    if not 0 <= config.momentum < 1:
+        raise UserError(f"--momentum must be in [0, 1), got {config.momentum}")
+    if not 0 <= config.warmup_fraction < 1:
+        raise UserError(f"--warmup_fraction must be in [0, 1), got {config.warmup_fraction}")
+    if not 0 < config.crop_min_scale <= 1:
+        raise UserError(f"--crop_min_scale must be in (0, 1], got {config.crop_min_scale}")
+    if not 0 <= config.color_jitter < 1:
+        raise UserError(f"--color_jitter must be in [0, 1), got {config.color_jitter}")
+    if config.load_size and config.load_size < config.image_size:
+        raise UserError(f"--load_size must be at least --image_size ({config.image_size}), got {config.load_size}")
     if config.method not in ("deep", "ranksvm"):
         raise UserError(f"--method must be deep or ranksvm, got {config.method!r}")
     if config.ranksvm_features not in ("dataset", "fc7"):

@@ -1,9 +1,20 @@
-"""The paper's optimizer: Lasagne RMSProp with one learning rate for the backbone and one for the head."""
+"""Optimizers with one learning rate for the backbone and one for the head, and their schedules.
+
+`rmsprop` is the paper's (Lasagne's RMSProp, L2 penalty added to the loss);
+`adamw` decays weights (kernels, not biases) inside the update instead;
+`sgd` is SGD with momentum (L2 penalty in the loss). Every group follows the
+same schedule, scaled to its own peak rate: a linear warmup over the first
+`warmup_fraction` of the run, then constant, cosine or linear decay to zero.
+The schedule position is the optimizer state's step count, so it is saved with
+every checkpoint and a resumed run continues the schedule where it stopped.
+"""
 
 from __future__ import annotations
 
 import jax
 import optax
+
+from relrank.config import OPTIMIZERS
 
 HEAD_LAYERS = ("head",)
 
@@ -15,17 +26,55 @@ def param_groups(params) -> dict:
     )
 
 
-def lasagne_rmsprop(learning_rate: float) -> optax.GradientTransformation:
-    """Lasagne's rmsprop: a = 0.9 a + 0.1 g^2;  w -= lr * g / sqrt(a + 1e-6).
-
-    A learning rate of 0 freezes the group (no optimizer state is kept for it).
-    """
-    if learning_rate == 0:
-        return optax.set_to_zero()
-    return optax.rmsprop(learning_rate, decay=0.9, eps=1e-6, eps_in_sqrt=True)
+def kernels(params) -> dict:
+    """A pytree like `params`, True for weights (kernels) and False for biases."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
 
 
-def make_optimizer(backbone_lr: float, head_lr: float) -> optax.GradientTransformation:
-    return optax.partition(
-        {"backbone": lasagne_rmsprop(backbone_lr), "head": lasagne_rmsprop(head_lr)}, param_groups
-    )
+def learning_rate(peak: float, schedule: str, total_steps: int | None, warmup_fraction: float):
+    """`peak`, or an optax schedule over `total_steps` (warmup, then constant/cosine/linear decay to 0)."""
+    if schedule == "constant" and warmup_fraction == 0:
+        return peak
+    if not total_steps:
+        raise ValueError(f"the {schedule!r} schedule needs the run's total number of steps")
+    warmup = int(round(warmup_fraction * total_steps))
+    rest = max(total_steps - warmup, 1)
+    after = {
+        "constant": optax.constant_schedule(peak),
+        "cosine": optax.cosine_decay_schedule(peak, rest),
+        "linear": optax.linear_schedule(peak, 0.0, rest),
+    }[schedule]
+    if not warmup:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+
+
+def lasagne_rmsprop(lr) -> optax.GradientTransformation:
+    """Lasagne's rmsprop: a = 0.9 a + 0.1 g^2;  w -= lr * g / sqrt(a + 1e-6)."""
+    return optax.rmsprop(lr, decay=0.9, eps=1e-6, eps_in_sqrt=True)
+
+
+def group_optimizer(name: str, lr, weight_decay: float, momentum: float) -> optax.GradientTransformation:
+    if name == "rmsprop":
+        return lasagne_rmsprop(lr)
+    if name == "adamw":
+        return optax.adamw(lr, weight_decay=weight_decay, mask=kernels)
+    if name == "sgd":
+        return optax.sgd(lr, momentum=momentum or None)
+    raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+
+
+def make_optimizer(config, total_steps: int | None = None) -> optax.GradientTransformation:
+    """The config's optimizer, per parameter group; a learning rate of 0 freezes a group (no state kept)."""
+    def group(peak: float) -> optax.GradientTransformation:
+        if peak == 0:
+            return optax.set_to_zero()
+        lr = learning_rate(peak, config.schedule, total_steps, config.warmup_fraction)
+        return group_optimizer(config.optimizer, lr, config.weight_decay, config.momentum)
+
+    return optax.partition({"backbone": group(config.backbone_lr), "head": group(config.head_lr)}, param_groups)
+
+
+def loss_weight_decay(config) -> float:
+    """The L2 coefficient added to the loss: the configured one, except for AdamW, which decays in the update."""
+    return 0.0 if config.optimizer == "adamw" else config.weight_decay

@@ -15,10 +15,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from relrank import augment
 from relrank.config import Config
 from relrank.losses import l2_penalty, ranknet_loss
 from relrank.network import Network, make_network, scores
-from relrank.optim import make_optimizer
+from relrank.optim import loss_weight_decay, make_optimizer
 from relrank.sharding import batch_sharding, replicated
 
 
@@ -39,8 +40,9 @@ class Task:
     config: Config
 
 
-def make_task(config: Config) -> Task:
-    return Task(make_network(config), make_optimizer(config.backbone_lr, config.head_lr), config)
+def make_task(config: Config, total_steps: int | None = None) -> Task:
+    """The network and optimizer of `config`; schedules other than constant need the run's `total_steps`."""
+    return Task(make_network(config), make_optimizer(config, total_steps), config)
 
 
 def init_state(task: Task, params: dict) -> TrainState:
@@ -55,15 +57,18 @@ def init_state(task: Task, params: dict) -> TrainState:
 def loss_fn(params, batch: dict, dropout_key: jax.Array, task: Task):
     images = batch["images"]
     n_pairs = images.shape[0]
-    r = scores(task.network, params, images.reshape(2 * n_pairs, *images.shape[2:]), dropout_key)
+    images = images.reshape(2 * n_pairs, *images.shape[2:])
+    if augment.enabled(task.config):
+        images = augment.augment(jax.random.fold_in(dropout_key, 1), images, task.config.image_size, task.config)
+    r = scores(task.network, params, images, dropout_key)
     r = r.reshape(n_pairs, 2)
     rank_loss = ranknet_loss(r[:, 0], r[:, 1], batch["target"], batch["weight"])
     l2 = l2_penalty(params)
-    return rank_loss + task.config.weight_decay * l2, dict(rank_loss=rank_loss, l2=l2)
+    return rank_loss + loss_weight_decay(task.config) * l2, dict(rank_loss=rank_loss, l2=l2)
 
 
 def train_step(state: TrainState, batch: dict, task: Task) -> tuple[TrainState, dict]:
-    """One RMSProp update on a batch of pairs; returns the new state and its metrics."""
+    """One optimizer update on a batch of pairs; returns the new state and its metrics."""
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, dropout_key, task)
     updates, opt_state = task.tx.update(grads, state.opt_state, state.params)

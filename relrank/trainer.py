@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from relrank import checkpoint, input_pipeline, sharding, signals
+from relrank import augment, checkpoint, input_pipeline, sharding, signals
 from relrank.config import Config, dumps
 from relrank.data import RankingData, SplitImages, load_dataset_for
 from relrank.errors import Interrupted, UserError
@@ -89,7 +89,7 @@ def _check_resumable(saved: Config, config: Config, workdir: str) -> None:
         )
 
 
-def _restore_or_init(config: Config, workdir: str, mesh):
+def _restore_or_init(config: Config, workdir: str, mesh, total_steps: int):
     """(checkpoints, config, state, resumed step or None): the newest readable checkpoint, else fresh weights.
 
     Unreadable checkpoints newer than the one resumed are named and moved to <workdir>/unreadable_checkpoints/.
@@ -101,7 +101,7 @@ def _restore_or_init(config: Config, workdir: str, mesh):
             saved = checkpoints.restore_config(step)
             _check_resumable(saved, config, workdir)
             resumed = dataclasses.replace(config, preprocessing=saved.preprocessing)  # as it was trained
-            task = make_task(resumed)
+            task = make_task(resumed, total_steps)
             shapes = jax.eval_shape(lambda: init_state(task, init_params(resumed)))  # shapes only, no compute
             state = checkpoints.restore_state(step, checkpoint.abstract(shapes, sharding.replicated(mesh)))
         except checkpoint.UnreadableCheckpoint as error:
@@ -116,7 +116,7 @@ def _restore_or_init(config: Config, workdir: str, mesh):
     if unreadable:
         raise UserError(f"no checkpoint in {checkpoints.directory} is readable (steps {', '.join(map(str, unreadable))});"
                         f" move that folder away to start afresh")
-    return checkpoints, config, init_state(make_task(config), initial_params(config)), None
+    return checkpoints, config, init_state(make_task(config, total_steps), initial_params(config)), None
 
 
 def _interrupted(workdir: str) -> Interrupted:
@@ -144,7 +144,7 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None, dat
     with signals.sigterm_as_keyboard_interrupt():
         try:
             data = data or load_dataset_for(config)
-            train_split = data.split_images("train", config.attr, config.image_size)
+            train_split = data.split_images("train", config.attr, augment.train_size(config))
             test_split = data.split_images("test", config.attr, config.image_size)
             with exclusive(workdir):
                 return _train(config, workdir, train_split, test_split, stop_after_steps, started)
@@ -157,13 +157,13 @@ def _train(config: Config, workdir: str, train_split: SplitImages, test_split: S
     mesh = sharding.make_mesh()
     sharding.check_divisible(config.batch_pairs, mesh, "--batch_pairs")
     sharding.check_divisible(config.eval_batch_images, mesh, "--eval_batch_images")
-    checkpoints, config, state, resume_step = _restore_or_init(config, workdir, mesh)
-    task = make_task(config)
+    per_epoch = input_pipeline.steps_per_epoch(len(train_split.pairs), config.batch_pairs)
+    total_steps = config.epochs * per_epoch
+    checkpoints, config, state, resume_step = _restore_or_init(config, workdir, mesh, total_steps)
+    task = make_task(config, total_steps)
     state = sharding.put_replicated(state, mesh)
     write_atomic(os.path.join(workdir, "config.json"), dumps(config))
 
-    per_epoch = input_pipeline.steps_per_epoch(len(train_split.pairs), config.batch_pairs)
-    total_steps = config.epochs * per_epoch
     start_step = int(state.step)
     end_step = total_steps if stop_after_steps is None else min(total_steps, start_step + stop_after_steps)
     score_fn = jit_apply(task.network, mesh)

@@ -435,6 +435,8 @@ def test_8_numpy_pickles_of_every_protocol_load_and_code_still_does_not(tmp_path
     ("--backbone_lr=nan", "--backbone_lr must be a finite number >= 0, got nan"),
     ("--head_lr=inf", "--head_lr must be a finite number >= 0, got inf"),
     ("--weight_decay=nan", "--weight_decay must be a finite number >= 0, got nan"),
+    ("--momentum=1.5", "--momentum must be in [0, 1), got 1.5"),
+    ("--warmup_fraction=1", "--warmup_fraction must be in [0, 1), got 1.0"),
 ])
 def test_9_bad_flag_values_are_one_line_errors(capsys, flag, message):
     assert train_main([flag]) == 2

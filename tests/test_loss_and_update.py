@@ -6,7 +6,7 @@ import numpy as np
 
 from relrank.config import ModelSpec, make_config
 from relrank.losses import l2_penalty, ranknet_loss
-from relrank.optim import param_groups
+from relrank.optim import learning_rate, make_optimizer, param_groups
 from relrank.network import init_params, scores
 from relrank.train_step import init_state, make_task
 from relrank.train_step import train_step as eager_train_step
@@ -129,3 +129,67 @@ def test_one_update_of_every_layer():
                 np.asarray(new_state.params[layer][kind]), numpy_rmsprop(value, g, lr), rtol=1e-4, atol=2e-6,
                 err_msg=f"{layer}/{kind}")
     assert int(new_state.step) == 1
+
+
+def tiny_params():
+    rng = np.random.default_rng(3)
+    return {"conv1_1": {"kernel": rng.normal(size=(3, 2)).astype(np.float32), "bias": rng.normal(size=2).astype(np.float32)},
+            "head": {"kernel": rng.normal(size=(2, 1)).astype(np.float32), "bias": rng.normal(size=1).astype(np.float32)}}
+
+
+def run_optimizer(config, steps, total_steps=None):
+    """Parameters after `steps` updates with fixed pseudo-random gradients, and those gradients."""
+    params = tiny_params()
+    grads = [jax.tree_util.tree_map(lambda x, k=k: np.cos(np.arange(x.size) + k).reshape(x.shape).astype(np.float32), params)
+             for k in range(steps)]
+    tx = make_optimizer(config, total_steps)
+    state = tx.init(params)
+    p = params
+    for g in grads:
+        updates, state = tx.update(g, state, p)
+        p = jax.tree_util.tree_map(lambda a, u: a + u, p, updates)
+    return params, grads, p
+
+
+def test_adamw_matches_numpy_with_decoupled_decay_on_kernels_only():
+    config = make_config(optimizer="adamw", backbone_lr=1e-3, head_lr=1e-2, weight_decay=0.1)
+    params, grads, got = run_optimizer(config, 3)
+    for layer, lr in (("conv1_1", 1e-3), ("head", 1e-2)):
+        for kind in ("kernel", "bias"):
+            p, m, v = params[layer][kind].astype(np.float64), 0.0, 0.0
+            for t, g in enumerate(grads, start=1):
+                g = g[layer][kind]
+                m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+                step = (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+                p = p - lr * (step + (0.1 * p if kind == "kernel" else 0.0))
+            np.testing.assert_allclose(got[layer][kind], p, rtol=1e-5, atol=1e-7)
+    # AdamW's decay is in the update, so the loss carries no L2 term.
+    from relrank.optim import loss_weight_decay
+    assert loss_weight_decay(config) == 0.0 and loss_weight_decay(make_config(weight_decay=0.1)) == 0.1
+
+
+def test_sgd_momentum_matches_numpy():
+    config = make_config(optimizer="sgd", momentum=0.8, backbone_lr=0.05, head_lr=0.5)
+    params, grads, got = run_optimizer(config, 3)
+    for layer, lr in (("conv1_1", 0.05), ("head", 0.5)):
+        for kind in ("kernel", "bias"):
+            p, trace = params[layer][kind].astype(np.float64), 0.0
+            for g in grads:
+                trace = g[layer][kind] + 0.8 * trace
+                p = p - lr * trace
+            np.testing.assert_allclose(got[layer][kind], p, rtol=1e-5, atol=1e-7)
+
+
+def test_warmup_then_cosine_or_linear_decay():
+    total, peak = 100, 0.3
+    for schedule, after in (("cosine", lambda k: peak * 0.5 * (1 + np.cos(np.pi * k / 90))),
+                            ("linear", lambda k: peak * (1 - k / 90)), ("constant", lambda k: peak)):
+        lr = learning_rate(peak, schedule, total, warmup_fraction=0.1)
+        expected = [peak * s / 10 for s in range(10)] + [after(k) for k in range(90)]
+        np.testing.assert_allclose([float(lr(s)) for s in range(total)], expected, rtol=1e-5, atol=1e-7)
+    # In the optimizer, each update uses the rate of its own step (SGD without momentum: update = -lr * g).
+    config = make_config(optimizer="sgd", momentum=0.0, schedule="linear", backbone_lr=1.0, head_lr=1.0)
+    params, grads, got = run_optimizer(config, 3, total_steps=4)
+    rates = [1.0, 0.75, 0.5]
+    expected = params["head"]["bias"] - sum(r * g["head"]["bias"] for r, g in zip(rates, grads))
+    np.testing.assert_allclose(got["head"]["bias"], expected, rtol=1e-6)

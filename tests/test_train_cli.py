@@ -15,6 +15,7 @@ from relrank.cli import evaluate_parser, train_parser, use_parser, weights_parse
 from relrank.config import DATASETS, make_config
 from relrank.data import load_dataset
 from relrank.errors import UserError
+from relrank.runs import evaluate_run
 from relrank.trainer import train
 
 from conftest import run_cli
@@ -104,8 +105,13 @@ def test_evaluate_and_load(trained_run):
 
 
 def test_resume_matches_uninterrupted_run(data_dir, tmp_path):
-    config = make_config(epochs=1, data_dir=data_dir, attr="size", checkpoint_every_steps=1000)
-    train(config, str(tmp_path / "whole"))
+    """With a schedule (AdamW, warmup, cosine decay) and augmentation, which both continue where they stopped."""
+    config = make_config(epochs=1, data_dir=data_dir, attr="size", checkpoint_every_steps=1000,
+                         optimizer="adamw", schedule="cosine", warmup_fraction=0.1,
+                         crop_min_scale=0.6, flip=True, color_jitter=0.1, load_size=40)
+    summary = train(config, str(tmp_path / "whole"))
+    # Evaluation never augments: re-scoring the saved run gives the accuracy training reported.
+    assert evaluate_run(str(tmp_path / "whole"))["accuracy"] == summary["test_accuracy"]
     interrupted = train(config, str(tmp_path / "split"), stop_after_steps=90)
     assert interrupted["final_step"] == 90 and interrupted["test_accuracy"] is None
     resumed = train(config, str(tmp_path / "split"))
