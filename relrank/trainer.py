@@ -75,6 +75,12 @@ class MetricsLog:
             f.write(json.dumps(row) + "\n")
 
 
+def _optimizer_layout(config: Config) -> dict:
+    """What fixes the optimizer state's structure (learning-rate values may change on resume)."""
+    return dict(optimizer=config.optimizer, scheduled=config.schedule != "constant" or config.warmup_fraction > 0,
+                frozen_backbone=config.backbone_lr == 0, frozen_head=config.head_lr == 0)
+
+
 def _check_resumable(saved: Config, config: Config, workdir: str) -> None:
     for field in ("dataset", "attr", "batch_pairs", "seed", "split", "equal_pairs"):
         if getattr(saved, field) != getattr(config, field):
@@ -82,6 +88,12 @@ def _check_resumable(saved: Config, config: Config, workdir: str) -> None:
                 f"workdir {workdir} holds a run with {field}={getattr(saved, field)!r}, not "
                 f"{getattr(config, field)!r}; use another --workdir"
             )
+    if _optimizer_layout(saved) != _optimizer_layout(config):
+        raise UserError(
+            f"workdir {workdir} holds a run trained with {_optimizer_layout(saved)}, you asked for "
+            f"{_optimizer_layout(config)}: its optimizer state does not carry over to another optimizer, schedule "
+            f"or frozen group; use another --workdir"
+        )
     if saved.model_identity() != config.model_identity():
         raise UserError(
             f"checkpoint in {workdir} does not fit the model: it was trained with {saved.model_identity()}, "

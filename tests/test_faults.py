@@ -244,6 +244,14 @@ def test_4_training_resumes_from_the_newest_readable_checkpoint(trained_run, dat
     assert os.path.isdir(os.path.join(workdir, "unreadable_checkpoints", "500"))
 
 
+def test_4_resuming_with_another_optimizer_is_refused_not_taken_for_corruption(trained_run, data_dir, tmp_path):
+    workdir = copy_run(trained_run, tmp_path)
+    with pytest.raises(UserError, match="optimizer state does not carry over .*use another --workdir"):
+        train(trained_config(data_dir, optimizer="adamw"), workdir)
+    assert not os.path.exists(os.path.join(workdir, "unreadable_checkpoints"))
+    assert relrank.load(workdir).step == 500
+
+
 # 5. A metrics line cut short by a crash --------------------------------------------------------------------
 
 def test_5_a_partial_last_metrics_line_is_dropped_on_resume(trained_run, data_dir, tmp_path):
