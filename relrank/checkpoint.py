@@ -76,10 +76,6 @@ def fingerprints(tree) -> list[int]:
     return [int(f) for f in _summarise(tree)[1]]
 
 
-def all_finite(tree) -> bool:
-    return bool(_summarise(tree)[0])
-
-
 class Checkpoints:
     """Save and restore the checkpoints of one workdir."""
 

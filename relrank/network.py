@@ -56,17 +56,20 @@ def initial_params(config: Config) -> dict:
     return merge_backbone(params, load_pretrained(config.weights), f"--model={config.model} --image_size={config.image_size}")
 
 
+def _model_and_input(network: Network, params, images: jax.Array):
+    config = network.config
+    return nnx.merge(network.graphdef, params), normalize(images, config.preprocessing, jnp.dtype(config.compute_dtype))
+
+
 def scores(network: Network, params, images: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
     """r(image) for uint8 images [N, H, W, 3] (dropout only with a key)."""
-    model = nnx.merge(network.graphdef, params)
-    x = normalize(images, network.config.preprocessing, jnp.dtype(network.config.compute_dtype))
+    model, x = _model_and_input(network, params, images)
     return model(x, dropout_key=dropout_key)
 
 
 def features(network: Network, params, images: jax.Array) -> jax.Array:
     """fc7 activations [N, fc_width] of uint8 images [N, H, W, 3], float32, no dropout."""
-    model = nnx.merge(network.graphdef, params)
-    x = normalize(images, network.config.preprocessing, jnp.dtype(network.config.compute_dtype))
+    model, x = _model_and_input(network, params, images)
     return model.features(x).astype(jnp.float32)
 
 
