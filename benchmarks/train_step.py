@@ -18,6 +18,7 @@ import numpy as np
 
 from relrank import sharding
 from relrank.config import MODEL_PRESETS, make_config
+from relrank.input_pipeline import pairs_batch
 from relrank.network import init_params, jit_apply
 from relrank.train_step import init_state, jit_train_step, make_task
 
@@ -47,10 +48,10 @@ def main() -> None:
     state = sharding.put_replicated(init_state(task, init_params(config)), mesh)
     size, n = config.image_size, config.batch_pairs
     rng = np.random.default_rng(0)
-    batch = sharding.put_batch(dict(
-        images=rng.integers(0, 256, (n, 2, size, size, 3), dtype=np.uint8),
-        target=rng.choice([0.0, 0.5, 1.0], n).astype(np.float32), weight=np.ones(n, np.float32)), mesh)
-    images = sharding.put_batch(np.asarray(batch["images"]).reshape(2 * n, size, size, 3), mesh)
+    batch = sharding.put_batch(pairs_batch(
+        rng.integers(0, 256, (n, 2, size, size, 3), dtype=np.uint8),
+        rng.choice([0.0, 0.5, 1.0], (n, 1)).astype(np.float32), np.ones((n, 1), np.float32)), mesh)
+    images = jax.device_put(np.asarray(batch["images"]), sharding.batch_sharding(mesh))
 
     start = time.perf_counter()
     step = jit_train_step(task, mesh).lower(state, batch).compile()

@@ -1,8 +1,8 @@
 """Orbax checkpoints of a run: parameters, optimizer state and RNG, plus the run's Config.
 
 Layout: <workdir>/checkpoints/<step>/{params, train, config, checksums}. The
-last `keep_checkpoints` steps are kept, and the step with the best test
-accuracy. `checksums` holds a fingerprint of every array, checked on restore:
+last `keep_checkpoints` steps are kept, and the step with the best validation
+accuracy (test accuracy when the run holds out no validation split). `checksums` holds a fingerprint of every array, checked on restore:
 Orbax restores a bit-flipped file without complaint, relrank does not.
 """
 
@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 from relrank.config import Config
 from relrank.errors import UserError
 
-BEST_METRIC = "test_accuracy"
+SELECTION_METRICS = ("val_accuracy", "test_accuracy")  # the first one a run logs picks its best checkpoint
 UNREADABLE_DIR = "unreadable_checkpoints"
 
 
@@ -36,7 +36,8 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def _best_metric(metrics: dict) -> float:
-    return metrics[BEST_METRIC]
+    """Validation accuracy when the run holds out a validation split, else test accuracy."""
+    return next(metrics[name] for name in SELECTION_METRICS if name in metrics)
 
 
 def _why(error: BaseException) -> str:
@@ -106,7 +107,8 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The step with the best test accuracy (the latest step if none was evaluated)."""
+        """The step with the best validation accuracy (test accuracy without a validation split; the latest
+        step if none was evaluated)."""
         return self.manager.best_step()
 
     def save(self, step: int, state, config: Config, metrics: dict | None = None) -> None:

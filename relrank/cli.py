@@ -13,7 +13,8 @@ import os
 import sys
 import time
 
-from relrank.config import DATASETS, MODEL_PRESETS, OPTIMIZERS, SCHEDULES, make_config
+from relrank.config import DATASETS, MODEL_PRESETS, NORMS, OPTIMIZERS, SCHEDULES, make_config
+from relrank.configs import RECIPES
 from relrank.errors import Interrupted, UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -48,29 +49,44 @@ def _run(main, argv) -> int:
     return 0
 
 
-def _dataset_defaults_help() -> str:
-    rows = []
-    for name, spec in DATASETS.items():
-        d = spec.defaults
-        rows.append(f"  {name:10s} model={d['model']} epochs={d['epochs']} batch_pairs={d['batch_pairs']} "
-                    f"backbone_lr={d['backbone_lr']:g} head_lr={d['head_lr']:g} weight_decay={d['weight_decay']:g}")
-    return "defaults per dataset (a flag overrides them):\n" + "\n".join(rows)
+def _recipes_help() -> str:
+    recipes = "\n".join(f"  {name:8s} {about}" for name, about in RECIPES.items())
+    datasets = "\n".join(f"  {name:10s} recipe={spec.recipe} epochs={spec.epochs}" for name, spec in DATASETS.items())
+    return (f"recipes (--config=NAME; files in relrank/configs/, a flag overrides any field they set):\n{recipes}\n\n"
+            f"datasets, with the recipe used without --config and the paper's epochs:\n{datasets}")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train.py",
         description="Train a relative-attribute ranker (VGG-16 + Dense(1), RankNet loss) on pairs of images.",
-        epilog=_dataset_defaults_help(),
+        epilog=_recipes_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
     add("--dataset", default="synthetic", help="dataset name (default: synthetic, the embedded demo dataset)")
-    add("--attr", default=None, help="attribute to rank by (default: the dataset's first); 'all' trains one model per attribute")
+    add("--config", dest="recipe", default=None, help=f"named recipe ({', '.join(RECIPES)}) or a recipe .py file "
+        "(default: the dataset's, listed below)")
+    add("--attr", default=None, help="attribute to rank by (default: the dataset's first); 'all' or a comma-separated "
+        "list trains one network with one ranking output per attribute")
     add("--workdir", default=None, help="where checkpoints, metrics.jsonl and curves.png go (default: runs/DATASET/ATTR); "
         "rerunning on a workdir with a checkpoint resumes it")
+    add("--seeds", type=int, default=1, help="train this many runs, seeds --seed, --seed+1, ..., in WORKDIR/seed_N "
+        "(evaluate.py then reports mean +- std; default: 1)")
+    add("--val_fraction", type=float, help="hold out this fraction (0 < f <= 0.5) of the training images, with all "
+        "their pairs, as a validation split that picks the best checkpoint (default: 0, none)")
     add("--epochs", type=int, help="passes over the training pairs")
     add("--batch_pairs", type=int, help="pairs per training step (2x as many images); divisible by the device count")
+    add("--batch_images", type=int, help="instead of --batch_pairs: this many images per step, drawn at random, with "
+        "every annotated pair among them (for datasets compared all-to-all: OSR, PubFig); default: 0, pair batches")
+    add("--eval_every_epochs", type=int, help="evaluate and checkpoint every N epochs, and at the end (default: 1)")
     add("--backbone_lr", type=float, help="(peak) learning rate of the VGG-16 layers (0 freezes them)")
     add("--head_lr", type=float, help="(peak) learning rate of the Dense(1) ranking layer")
     add("--weight_decay", type=float, help="weight decay of all weights, not biases: an L2 penalty in the loss "
@@ -87,7 +103,15 @@ def train_parser() -> argparse.ArgumentParser:
     add("--load_size", type=int, help="side at which training images are kept in memory, for crops to draw on "
         "(default: --image_size); evaluation always uses --image_size")
     add("--seed", type=int, help="seed of initialisation, data order and dropout (default: 0)")
-    add("--model", choices=sorted(MODEL_PRESETS), help="vgg16 (the paper's network) or vgg16_small (1/8 width, for CPUs)")
+    add("--model", choices=sorted(MODEL_PRESETS), help="vgg16 (the paper's network), vgg16_small (1/8 width) or vgg_cpu "
+        "(8 convolutions with GroupNorm at 64 px, for training from scratch on CPUs)")
+    add("--block_widths", type=_ints, help="channels of the 5 convolution blocks, e.g. 16,32,64,128,128 (default: the model's)")
+    add("--block_depths", type=_ints, help="convolutions per block, e.g. 2,2,3,3,3 for VGG-16 (default: the model's)")
+    add("--fc_width", type=int, help="width of fc6 and fc7 (default: the model's)")
+    add("--dropout", type=float, help="dropout rate after fc6 and fc7 (default: the model's)")
+    add("--norm", choices=NORMS, help="normalisation after each convolution (default: the model's)")
+    add("--zero_head", action="store_const", const=True, default=None, help="start the ranking layer at zero (all "
+        "scores equal) instead of Glorot-uniform; steadier from random init (default: off, the paper's)")
     add("--weights", help="pretrained ImageNet VGG-16 file (torchvision .pth/.safetensors, timm .safetensors, "
         "Lasagne vgg16.pkl); its preprocessing is used and saved with the checkpoints. Default: random init")
     add("--method", choices=["deep", "ranksvm"], help="deep: fine-tune VGG-16 end to end (default); ranksvm: "
@@ -113,6 +137,22 @@ def train_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _attrs(argument: str | None, data) -> tuple[str, ...]:
+    """--attr resolved against the dataset: one name, a comma-separated list, or 'all'."""
+    from relrank.data import check_attribute
+
+    if argument == "all":
+        return tuple(data.attributes)
+    attrs = tuple(a.strip() for a in (argument or data.attributes[0]).split(",") if a.strip())
+    if not attrs:
+        raise UserError("--attr is empty; give an attribute, a comma-separated list, or all")
+    for attr in attrs:
+        check_attribute(data, attr)
+    if len(set(attrs)) < len(attrs):
+        raise UserError(f"--attr names an attribute twice: {argument}")
+    return attrs
+
+
 def _train(argv) -> None:
     from relrank.data import load_dataset_for
     from relrank.ranksvm import train_ranksvm
@@ -120,29 +160,41 @@ def _train(argv) -> None:
     from relrank.workdir import check_usable
 
     args = train_parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("attr", "workdir", "stop_after_steps")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("attr", "workdir", "stop_after_steps", "seeds")}
     base = make_config(**overrides)  # validates flags before any data work
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     if args.workdir:
         check_usable(args.workdir)
     data = load_dataset_for(base)
-    attrs = data.attributes if args.attr == "all" else [args.attr or data.attributes[0]]
-    for attr in attrs:
-        config = dataclasses.replace(base, attr=attr)
-        workdir = args.workdir or os.path.join("runs", config.dataset, attr)
-        if len(attrs) > 1 and args.workdir:
-            workdir = os.path.join(args.workdir, attr)
+    attrs = _attrs(args.attr, data)
+    name = "all" if args.attr == "all" else "+".join(attrs)
+    root = args.workdir or os.path.join("runs", base.dataset, name)
+    for seed in range(base.seed, base.seed + args.seeds):
+        config = dataclasses.replace(base, attr=",".join(attrs), seed=seed)
+        workdir = os.path.join(root, f"seed_{seed}") if args.seeds > 1 else root
         if config.method == "ranksvm":
             summary = train_ranksvm(config, workdir, data=data)
-            print(f"{config.dataset}/{attr}: RankSVM test accuracy {summary['test_accuracy']:.2f}% "
-                  f"({summary['wall_seconds']:.0f} s) -> {workdir}")
+            _print_result(config, summary, "RankSVM test accuracy", workdir)
             continue
         summary = train(config, workdir, stop_after_steps=args.stop_after_steps, data=data)
-        accuracy = summary["test_accuracy"]
-        shown = f"{accuracy:.2f}%" if accuracy is not None else "not evaluated yet"
-        print(
-            f"{config.dataset}/{attr}: test accuracy {shown} at step {summary['final_step']} "
-            f"({summary['wall_seconds']:.0f} s; compile {summary['compile_seconds']:.1f} s) -> {workdir}"
-        )
+        _print_result(config, summary, "test accuracy", workdir,
+                      f" at step {summary['final_step']} ({summary['wall_seconds']:.0f} s; compile "
+                      f"{summary['compile_seconds']:.1f} s)")
+
+
+def _print_result(config, summary: dict, what: str, workdir: str, details: str = "") -> None:
+    accuracy = summary["test_accuracy"]
+    if accuracy is None:
+        print(f"{config.dataset}/{config.attr}: {what} not evaluated yet{details} -> {workdir}")
+        return
+    per_attr = summary.get("test_accuracy_per_attr")
+    if per_attr:
+        for attr, value in per_attr.items():
+            print(f"  {attr:24s} {value:6.2f}%")
+        print(f"{config.dataset}/{len(per_attr)} attributes: mean {what} {accuracy:.2f}%{details} -> {workdir}")
+    else:
+        print(f"{config.dataset}/{config.attr}: {what} {accuracy:.2f}%{details} -> {workdir}")
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -152,30 +204,45 @@ def evaluate_parser() -> argparse.ArgumentParser:
         "(ground-truth ties skipped, predicted ties counted wrong), one row per attribute.",
     )
     add = parser.add_argument
-    add("--workdir", required=True, help="a run's workdir, or a folder of runs (one per attribute)")
-    add("--checkpoint", default="latest", help="latest (default), best (highest test accuracy seen) or a step number")
-    add("--split", default="test", help="pair set to evaluate (default: test)")
+    add("--workdir", required=True, help="a run's workdir, or a folder of runs (per attribute or seed, searched "
+        "recursively); runs of the same attribute with different seeds are reported as mean +- std")
+    add("--checkpoint", default="latest", help="latest (default), best (highest validation accuracy, or test accuracy "
+        "for runs without --val_fraction) or a step number")
+    add("--split", default="test", help="pair set to evaluate: test (default), val (the run's validation split) or "
+        "another pair set of the dataset")
     add("--data_dir", default="", help="TFDS data directory, if not the one the run was trained with")
     add("--json", action="store_true", help="print one JSON object instead of a table")
     return parser
 
 
 def _evaluate(argv) -> None:
+    import numpy as np
+
     from relrank.runs import evaluate_run, find_runs
 
     args = evaluate_parser().parse_args(argv)
-    results = [evaluate_run(run, args.checkpoint, args.split, args.data_dir) for run in find_runs(args.workdir)]
+    results = [row for run in find_runs(args.workdir)
+               for row in evaluate_run(run, args.checkpoint, args.split, args.data_dir)]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in results:
+        groups.setdefault((row["dataset"], row["attr"]), []).append(row)
+    summary = [dict(dataset=dataset, attr=attr, seeds=[r["seed"] for r in rows], num_pairs=rows[0]["num_pairs"],
+                    mean=float(np.mean([r["accuracy"] for r in rows])), std=float(np.std([r["accuracy"] for r in rows])))
+               for (dataset, attr), rows in groups.items()]
     if args.json:
-        print(json.dumps(dict(results=results), indent=2))
+        print(json.dumps(dict(results=results, attributes=summary), indent=2))
         return
-    print(f"{'dataset':10s} {'attribute':20s} {'step':>7s} {'pairs':>9s} {'accuracy':>9s}")
-    for r in results:
-        print(f"{r['dataset']:10s} {r['attr']:20s} {r['step']:7d} {r['num_pairs']:9d} {r['accuracy']:8.2f}%")
-    if len(results) > 1:
-        accuracies = [r["accuracy"] for r in results]
-        mean = sum(accuracies) / len(accuracies)
-        std = (sum((a - mean) ** 2 for a in accuracies) / len(accuracies)) ** 0.5
-        print(f"{'mean':10s} {'':20s} {'':7s} {'':9s} {mean:8.2f}%  (std {std:.2f} over {len(results)} runs)")
+    print(f"{'dataset':10s} {'attribute':20s} {'seeds':>5s} {'pairs':>9s} {'accuracy':>16s}")
+    for g in summary:
+        spread = f" +- {g['std']:.2f}" if len(g["seeds"]) > 1 else ""
+        print(f"{g['dataset']:10s} {g['attr']:20s} {len(g['seeds']):5d} {g['num_pairs']:9d} "
+              f"{g['mean']:7.2f}%{spread:>8s}")
+    if len(summary) > 1:
+        mean = float(np.mean([g["mean"] for g in summary]))
+        print(f"{'mean':10s} {f'({len(summary)} attributes)':20s} {'':5s} {'':9s} {mean:7.2f}%")
+    steps = sorted({r["step"] for r in results})
+    seeds = " (+- std over seeds, numpy ddof=0)" if any(len(g["seeds"]) > 1 for g in summary) else ""
+    print(f"checkpoint {args.checkpoint}: step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}{seeds}")
 
 
 def image_paths(inputs: list[str]) -> list[str]:
@@ -215,7 +282,10 @@ def _score(args) -> None:
     if args.sheet:
         check_output_file(args.sheet, "--sheet", "ranking.png")
     ranker = load(args.workdir, args.checkpoint)
-    kept, values, unreadable = ranker.score_files(image_paths(args.inputs))
+    columns = [ranker.output(args.attr)] if args.attr or len(ranker.attrs) == 1 else list(range(len(ranker.attrs)))
+    if args.sheet and len(columns) > 1:
+        raise UserError(f"--sheet draws one attribute; choose one with --attr ({', '.join(ranker.attrs)})")
+    kept, all_values, unreadable = ranker.score_files(image_paths(args.inputs))
     if unreadable:
         print(f"skipped {len(unreadable)} unreadable file(s):", file=sys.stderr)
         for why in unreadable[:10]:
@@ -226,10 +296,14 @@ def _score(args) -> None:
         raise UserError("none of the images could be read")
     with open(args.out, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", "score", "rank"])
-        for rank, i in enumerate(np.argsort(-values), start=1):
-            writer.writerow([kept[i], f"{values[i]:.6g}", rank])
-    print(f"scored {len(kept)} images by {ranker.config.attr!r} -> {args.out} (rank 1 = most)")
+        writer.writerow(["image", "score", "rank"] if len(columns) == 1 else ["image", "attribute", "score", "rank"])
+        for column in columns:
+            values = all_values[:, column]
+            for rank, i in enumerate(np.argsort(-values), start=1):
+                label = [] if len(columns) == 1 else [ranker.attrs[column]]
+                writer.writerow([kept[i], *label, f"{values[i]:.6g}", rank])
+    named = ", ".join(ranker.attrs[c] for c in columns)
+    print(f"scored {len(kept)} images by {named} -> {args.out} (rank 1 = most)")
     if args.sheet:
         ranking_sheet(kept, values, args.sheet)
         print(f"sheet, weakest to strongest -> {args.sheet}")
@@ -247,10 +321,11 @@ def _saliency(args) -> None:
         if not os.path.isfile(path):
             raise UserError(f"no such image file: {path}")
     a, b = (to_uint8_rgb(path, ranker.config.image_size) for path in (args.image_a, args.image_b))
-    p, map_a, map_b = pair_saliency(ranker, a, b, sigma=args.sigma)
-    saliency_figure(a, b, map_a, map_b, p, args.out, ranker.config.attr)
+    attr = ranker.attrs[ranker.output(args.attr)]
+    p, map_a, map_b = pair_saliency(ranker, a, b, sigma=args.sigma, attr=attr)
+    saliency_figure(a, b, map_a, map_b, p, args.out, attr)
     name_a, name_b = os.path.basename(args.image_a), os.path.basename(args.image_b)
-    print(f"P({name_a} shows more {ranker.config.attr} than {name_b}) = {p:.3f} -> {args.out}")
+    print(f"P({name_a} shows more {attr} than {name_b}) = {p:.3f} -> {args.out}")
 
 
 def _embed(args) -> None:
@@ -263,12 +338,13 @@ def _embed(args) -> None:
 
     check_output_file(args.out, "--out", "embedding.png")
     ranker = load(args.workdir, args.checkpoint)
+    attr = ranker.attrs[ranker.output(args.attr)]
     data = load_dataset_for(ranker.config)
-    ids = data.pairs("test", ranker.config.attr).images()[: args.max_images]
+    ids = data.pairs("test", attr).images()[: args.max_images]
     images = data.load_images(ids, ranker.config.image_size)
     before, after = before_and_after(ranker, images)
-    rank = np.argsort(np.argsort(ranker.score(images)))
-    embedding_figure(tsne(before), tsne(after), rank, args.out, f"{ranker.config.dataset} / {ranker.config.attr}")
+    rank = np.argsort(np.argsort(ranker.score(images, attr)))
+    embedding_figure(tsne(before), tsne(after), rank, args.out, f"{ranker.config.dataset} / {attr}")
     print(f"t-SNE of {len(ids)} test images before and after fine-tuning -> {args.out}")
 
 
@@ -281,6 +357,8 @@ def use_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--workdir", required=True, help="a trained run's workdir")
         sub.add_argument("--checkpoint", default="latest", help="latest (default), best or a step number")
+        sub.add_argument("--attr", default=None, help="which attribute of a run trained on several (default: its only "
+                         "one; score: all of them, one row per image and attribute)")
         sub.set_defaults(function=function)
         return sub
 

@@ -15,12 +15,13 @@ from typing import Any
 from relrank.errors import UserError
 
 
-CONV_LAYERS_PER_BLOCK = (2, 2, 3, 3, 3)
+CONV_LAYERS_PER_BLOCK = (2, 2, 3, 3, 3)  # VGG-16's
+NORMS = ("none", "group")
 
 
-def conv_layer_names() -> list[str]:
-    """conv1_1 .. conv5_3, the Caffe / Lasagne names weight porters address."""
-    return [f"conv{block + 1}_{i + 1}" for block, n in enumerate(CONV_LAYERS_PER_BLOCK) for i in range(n)]
+def conv_layer_names(depths: tuple[int, ...] = CONV_LAYERS_PER_BLOCK) -> list[str]:
+    """conv1_1 .. conv5_3 for VGG-16: the Caffe / Lasagne names weight porters address."""
+    return [f"conv{block + 1}_{i + 1}" for block, n in enumerate(depths) for i in range(n)]
 
 
 def _tuples(data: dict[str, Any]) -> dict[str, Any]:
@@ -30,11 +31,16 @@ def _tuples(data: dict[str, Any]) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """Topology of a VGG-16 variant (13 convs in 5 blocks, fc6, fc7)."""
+    """Topology of a VGG-style network: 5 blocks of 3x3 convolutions, each block ending in a 2x2 max-pool,
+    then fc6 and fc7. The defaults are VGG-16 (13 convolutions, no normalisation); `norm='group'`
+    puts a GroupNorm after every convolution."""
 
     block_widths: tuple[int, ...] = (64, 128, 256, 512, 512)
+    block_depths: tuple[int, ...] = CONV_LAYERS_PER_BLOCK
     fc_width: int = 4096
     dropout: float = 0.5
+    norm: str = "none"
+    zero_head: bool = False  # start the ranking layer at 0 (all scores equal) instead of Glorot-uniform
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ModelSpec":
@@ -64,7 +70,11 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "vgg16": dict(spec=ModelSpec(), image_size=224),
     # Same topology at 1/8 width: for CPU tests, the demo and quick experiments.
     "vgg16_small": dict(spec=ModelSpec(block_widths=(8, 16, 32, 64, 64), fc_width=256), image_size=32),
+    # For learning from scratch on CPUs: 8 convolutions with GroupNorm at 64x64 (about 0.4M parameters).
+    "vgg_cpu": dict(spec=ModelSpec(block_widths=(16, 32, 64, 128, 128), block_depths=(1, 1, 2, 2, 2), fc_width=256,
+                                   dropout=0.3, norm="group"), image_size=64),
 }
+SPEC_FLAGS = ("block_widths", "block_depths", "fc_width", "dropout", "norm", "zero_head")  # flags that edit the preset's spec
 
 
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")  # see relrank/optim.py
@@ -73,31 +83,29 @@ SCHEDULES = ("constant", "cosine", "linear")
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """A `--dataset` name: the TFDS builder that prepares it, its protocol and its training defaults.
+    """A `--dataset` name: the TFDS builder that prepares it, its protocol and its defaults.
 
-    `train` and `test` name the builder's pair sets (they may contain {split},
-    UT-Zap50K-1's split number); UT-Zap50K-1 and -2 are two views of one builder.
+    `epochs` is the paper's number of epochs for the dataset (recipes may set their own);
+    `recipe` is the recipe used without --config. `train` and `test` name the builder's pair
+    sets (they may contain {split}, UT-Zap50K-1's split number); UT-Zap50K-1 and -2 are two
+    views of one builder.
     """
 
     builder: str
-    defaults: dict[str, Any]
+    epochs: int
+    recipe: str = "paper"
     train: str = "train"
     test: str = "test"
 
 
-# The paper's protocol: batch 16 pairs, RMSProp, backbone lr 1e-5, head lr 1e-4,
-# weight decay 1e-5; epochs per dataset. The synthetic demo trains a randomly
-# initialised small network, so it needs larger learning rates.
-PAPER_TRAINING = dict(model="vgg16", batch_pairs=16, backbone_lr=1e-5, head_lr=1e-4, weight_decay=1e-5)
 DATASETS: dict[str, DatasetSpec] = {
-    "synthetic": DatasetSpec("synthetic", dict(
-        model="vgg16_small", batch_pairs=16, backbone_lr=1e-3, head_lr=1e-3, weight_decay=1e-5, epochs=4)),
-    "osr": DatasetSpec("osr", dict(PAPER_TRAINING, epochs=2)),
-    "pubfig": DatasetSpec("pubfig", dict(PAPER_TRAINING, epochs=2)),
-    "lfw10": DatasetSpec("lfw10", dict(PAPER_TRAINING, epochs=40)),
-    "zappos1": DatasetSpec("zappos", dict(PAPER_TRAINING, epochs=25), train="train_{split}", test="test_{split}"),
-    "zappos2": DatasetSpec("zappos", dict(PAPER_TRAINING, epochs=25), train="train_all", test="test_hard"),
-    "pairs_csv": DatasetSpec("pairs_csv", dict(PAPER_TRAINING, epochs=10)),
+    "synthetic": DatasetSpec("synthetic", 4, recipe="demo"),
+    "osr": DatasetSpec("osr", 2),
+    "pubfig": DatasetSpec("pubfig", 2),
+    "lfw10": DatasetSpec("lfw10", 40),
+    "zappos1": DatasetSpec("zappos", 25, train="train_{split}", test="test_{split}"),
+    "zappos2": DatasetSpec("zappos", 25, train="train_all", test="test_hard"),
+    "pairs_csv": DatasetSpec("pairs_csv", 10),
 }
 
 
@@ -106,11 +114,14 @@ class Config:
     """Everything that defines a training run."""
 
     dataset: str = "synthetic"
-    attr: str = ""
+    attr: str = ""  # one attribute, or several joined by commas (one ranking output each)
+    recipe: str = ""
     model: str = "vgg16_small"
     image_size: int = 32
     epochs: int = 4
     batch_pairs: int = 16
+    batch_images: int = 0  # >0: batches of this many images with every annotated pair among them
+    eval_every_epochs: int = 1
     backbone_lr: float = 1e-3
     head_lr: float = 1e-3
     weight_decay: float = 1e-5
@@ -137,8 +148,14 @@ class Config:
     split: int = 1
     equal_pairs: bool = False
     test_pairs_fraction: float = 1.0
+    val_fraction: float = 0.0
     spec: ModelSpec = ModelSpec()
     preprocessing: Preprocessing = Preprocessing()
+
+    @property
+    def attrs(self) -> tuple[str, ...]:
+        """The attributes the run ranks, in the order of the network's outputs."""
+        return tuple(a for a in self.attr.split(",") if a)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -152,42 +169,74 @@ class Config:
 
     def model_identity(self) -> dict[str, Any]:
         """The fields that fix the shapes of the parameters."""
-        return dict(model=self.model, image_size=self.image_size, spec=dataclasses.asdict(self.spec))
+        return dict(model=self.model, image_size=self.image_size, spec=dataclasses.asdict(self.spec),
+                    outputs=max(1, len(self.attrs)))
 
 
-def make_config(dataset: str = "synthetic", **overrides: Any) -> Config:
-    """Build a Config: dataset defaults, then the model preset, then `overrides` (None = unset).
+def make_config(dataset: str = "synthetic", recipe: str | None = None, **overrides: Any) -> Config:
+    """Build a Config: the dataset's epochs, the model preset, the recipe, then `overrides` (None = unset).
 
-    With `weights`, the preprocessing is the one that weights file expects.
+    `recipe` names a module of relrank/configs (default: the dataset's) or a .py file; fields
+    of the model's spec (SPEC_FLAGS) edit the preset's. With `weights`, the preprocessing is
+    the one that weights file expects.
     """
+    from relrank.configs import recipe_fields
+
     if dataset not in DATASETS:
         raise UserError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    values: dict[str, Any] = dict(DATASETS[dataset].defaults, dataset=dataset)
-    values.update({k: v for k, v in overrides.items() if k in ("model",)})
-    preset_name = values["model"]
+    recipe = recipe or DATASETS[dataset].recipe
+    fields = {f.name for f in dataclasses.fields(Config)}
+    from_recipe = recipe_fields(recipe, dataset)
+    unknown = sorted(set(from_recipe) - fields - set(SPEC_FLAGS))
+    if unknown:
+        raise UserError(f"recipe {recipe!r} sets unknown field(s) {', '.join(unknown)}; valid fields: "
+                        f"{', '.join(sorted(fields | set(SPEC_FLAGS)))}")
+    values: dict[str, Any] = dict(dataset=dataset, recipe=recipe)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    chosen = {"epochs": DATASETS[dataset].epochs, **from_recipe, **values}
+    preset_name = chosen.get("model", Config.model)
     if preset_name not in MODEL_PRESETS:
         raise UserError(f"unknown model preset {preset_name!r}; valid presets: {', '.join(MODEL_PRESETS)}")
     preset = MODEL_PRESETS[preset_name]
-    values.update(spec=preset["spec"], image_size=preset["image_size"])
-    values.update(overrides)
-    unknown = set(values) - {f.name for f in dataclasses.fields(Config)}
+    chosen = {**preset, **chosen, "model": preset_name}
+    chosen["spec"] = _spec_with(chosen.pop("spec"), {k: chosen.pop(k) for k in SPEC_FLAGS if k in chosen})
+    unknown = sorted(set(chosen) - fields)
     if unknown:
-        raise TypeError(f"unknown config fields: {sorted(unknown)}")
-    if values.get("weights") and "preprocessing" not in overrides:
+        raise TypeError(f"unknown config fields: {unknown}")
+    if chosen.get("weights") and "preprocessing" not in values:
         from relrank.weights import preprocessing_of
 
-        values["preprocessing"] = preprocessing_of(values["weights"])
-    config = Config(**values)
+        chosen["preprocessing"] = preprocessing_of(chosen["weights"])
+    config = Config(**chosen)
     _validate(config)
     return config
 
 
+def _spec_with(spec: ModelSpec, edits: dict[str, Any]) -> ModelSpec:
+    """The preset's spec with the fields a recipe or flag sets (lists become tuples)."""
+    return dataclasses.replace(spec, **_tuples(edits))
+
+
 def _validate(config: Config) -> None:
+    spec = config.spec
+    for name in ("block_widths", "block_depths"):
+        value = getattr(spec, name)
+        if len(value) != len(CONV_LAYERS_PER_BLOCK) or min(value) < 1:
+            raise UserError(f"--{name} must be {len(CONV_LAYERS_PER_BLOCK)} integers >= 1 (one per block), got {value}")
+    if spec.fc_width < 1:
+        raise UserError(f"--fc_width must be at least 1, got {spec.fc_width}")
+    if not 0 <= spec.dropout < 1:
+        raise UserError(f"--dropout must be in [0, 1), got {spec.dropout}")
+    if spec.norm not in NORMS:
+        raise UserError(f"--norm must be one of {', '.join(NORMS)}, got {spec.norm!r}")
+    if config.batch_images < 0 or config.batch_images == 1:
+        raise UserError(f"--batch_images must be 0 (pair batches) or at least 2, got {config.batch_images}")
+    if not 0 <= config.val_fraction <= 0.5:
+        raise UserError(f"--val_fraction must be in (0, 0.5] (or 0 for no validation split), got {config.val_fraction}")
     if config.image_size % 32 or config.image_size < 32:
         raise UserError(f"--image_size must be a multiple of 32 (VGG-16 pools 5 times), got {config.image_size}")
     for name in ("epochs", "batch_pairs", "eval_batch_images", "checkpoint_every_steps", "keep_checkpoints",
-                 "log_every_steps"):
+                 "log_every_steps", "eval_every_epochs"):
         if getattr(config, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(config, name)}")
     if config.seed < 0:

@@ -57,13 +57,90 @@ class Pairs:
         return np.unique(np.concatenate([self.a, self.b]))
 
 
+@dataclasses.dataclass(frozen=True)
+class LabelledPairs:
+    """Pairs annotated for several attributes at once: image `a[i]` vs `b[i]` has target[i, k] for
+    attribute k where labelled[i, k], and no annotation of attribute k elsewhere (its loss is masked)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    target: np.ndarray  # [N, attributes] float32
+    labelled: np.ndarray  # [N, attributes] bool
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    @classmethod
+    def join(cls, per_attribute: list[Pairs]) -> "LabelledPairs":
+        """One row per pair of images annotated by any attribute, in order of first appearance.
+
+        A pair annotated for several attributes (in either order of its images) becomes one row;
+        an attribute that annotates the same pair twice keeps two rows. One attribute gives its
+        pairs back unchanged.
+        """
+        a = np.concatenate([p.a for p in per_attribute]).astype(np.int64)
+        b = np.concatenate([p.b for p in per_attribute]).astype(np.int64)
+        target = np.concatenate([p.target for p in per_attribute]).astype(np.float32)
+        attr = np.concatenate([np.full(len(p), k) for k, p in enumerate(per_attribute)])
+        if not len(a):
+            return cls(a, b, np.zeros((0, len(per_attribute)), np.float32), np.zeros((0, len(per_attribute)), bool))
+        key = np.minimum(a, b) * (int(max(a.max(), b.max())) + 1) + np.maximum(a, b)
+        # The how-manieth annotation of this pair by this attribute: repeats stay separate rows.
+        order = np.lexsort((np.arange(len(a)), key, attr))
+        new_group = np.r_[True, (np.diff(key[order]) != 0) | (np.diff(attr[order]) != 0)]
+        group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(a)), 0))
+        occurrence = np.empty(len(a), np.int64)
+        occurrence[order] = np.arange(len(a)) - group_start
+        _, first, inverse = np.unique(key * (occurrence.max() + 1) + occurrence, return_index=True,
+                                      return_inverse=True)
+        row_of_unique = np.empty(len(first), np.int64)
+        row_of_unique[np.argsort(first)] = np.arange(len(first))
+        row = row_of_unique[inverse.ravel()]
+        firsts = np.sort(first)
+        row_a, row_b = a[firsts], b[firsts]
+        oriented = np.where(a == row_a[row], target, 1.0 - target)  # as the row orders its two images
+        joined_target = np.zeros((len(firsts), len(per_attribute)), np.float32)
+        labelled = np.zeros((len(firsts), len(per_attribute)), bool)
+        joined_target[row, attr] = oriented
+        labelled[row, attr] = True
+        return cls(row_a, row_b, joined_target, labelled)
+
+
 @dataclasses.dataclass
 class SplitImages:
-    """One split's images (row i is dataset image ids[i]) and its pairs, indexing those rows."""
+    """One split's images (row i is dataset image ids[i]) and its pairs per attribute, indexing those rows."""
 
     ids: np.ndarray
     images: np.ndarray
-    pairs: Pairs
+    pairs: dict[str, Pairs]
+
+
+def index_images(pairs: dict[str, Pairs]) -> tuple[np.ndarray, dict[str, Pairs]]:
+    """The ids of the images the pairs use, and the pairs re-indexed into rows of that list."""
+    ids = np.unique(np.concatenate([p.images() for p in pairs.values()]))
+    rows = np.full(int(ids.max()) + 1, -1, np.int64)
+    rows[ids] = np.arange(len(ids))
+    return ids, {attr: p.remap(rows) for attr, p in pairs.items()}
+
+
+def hold_out(pairs: dict[str, Pairs], fraction: float, seed: int) -> tuple[dict[str, Pairs], dict[str, Pairs]]:
+    """(training, validation) pairs: a seeded `fraction` of the images is held out with all its pairs.
+
+    Validation keeps the pairs of two held-out images; pairs of a held-out image with a kept one
+    are dropped, so no validation image is ever seen in training.
+    """
+    images = np.unique(np.concatenate([p.images() for p in pairs.values()]))
+    held = np.random.default_rng([seed, 7]).choice(images, max(1, round(fraction * len(images))), replace=False)
+    train, val = {}, {}
+    for attr, p in pairs.items():
+        in_a, in_b = np.isin(p.a, held), np.isin(p.b, held)
+        train[attr] = Pairs(p.a[~in_a & ~in_b], p.b[~in_a & ~in_b], p.target[~in_a & ~in_b])
+        val[attr] = Pairs(p.a[in_a & in_b], p.b[in_a & in_b], p.target[in_a & in_b])
+        for name, kept in (("training", train[attr]), ("validation", val[attr])):
+            if not len(kept):
+                raise UserError(f"--val_fraction={fraction} leaves attribute {attr!r} no {name} pairs "
+                                f"({len(held)} of {len(images)} images held out); choose another fraction")
+    return train, val
 
 
 @dataclasses.dataclass
@@ -93,20 +170,18 @@ class RankingData:
             raise UserError(f"dataset {self.name!r} has no pair set {split!r}; sets: {', '.join(self.pair_sets)}")
         return self.pair_sets[split][attr]
 
-    def indexed_pairs(self, split: str, attr: str) -> tuple[np.ndarray, Pairs]:
-        """The ids of the images `split`'s pairs use, and those pairs re-indexed into rows of that list."""
-        pairs = self.pairs(split, attr)
-        if not len(pairs):
-            raise UserError(f"dataset {self.name!r} has no {split} pairs for attribute {attr!r}")
-        ids = pairs.images()
-        rows = np.full(int(ids.max()) + 1, -1, np.int64)
-        rows[ids] = np.arange(len(ids))
-        return ids, pairs.remap(rows)
+    def pairs_of(self, split: str, attrs: tuple[str, ...]) -> dict[str, Pairs]:
+        """`split`'s pairs of each attribute (an error if one has none)."""
+        pairs = {attr: self.pairs(split, attr) for attr in attrs}
+        for attr, p in pairs.items():
+            if not len(p):
+                raise UserError(f"dataset {self.name!r} has no {split} pairs for attribute {attr!r}")
+        return pairs
 
-    def split_images(self, split: str, attr: str, size: int) -> SplitImages:
-        """The images `split`'s pairs use, decoded once at size x size, and the pairs re-indexed into them."""
-        ids, pairs = self.indexed_pairs(split, attr)
-        return SplitImages(ids, self.load_images(ids, size, desc=f"loading {split} images"), pairs)
+    def split_images(self, pairs: dict[str, Pairs], size: int, desc: str) -> SplitImages:
+        """The images `pairs` use, decoded once at size x size, and the pairs re-indexed into them."""
+        ids, indexed = index_images(pairs)
+        return SplitImages(ids, self.load_images(ids, size, desc=f"loading {desc} images"), indexed)
 
     def load_images(self, indices: np.ndarray, size: int, desc: str = "loading images") -> np.ndarray:
         """Decode the images at `indices`, resized to size x size: uint8 [len(indices), size, size, 3]."""

@@ -15,10 +15,12 @@ def pair_probability(score_a: jax.Array, score_b: jax.Array) -> jax.Array:
 
 
 def ranknet_loss(score_a: jax.Array, score_b: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Array:
-    """Weighted mean binary cross-entropy between P(a > b) and targets in {0, 0.5, 1}.
+    """Weighted mean binary cross-entropy between P(a > b) and targets in {0, 0.5, 1}, over all entries.
 
-    `weight` is 1 for real pairs and 0 for the padding that fills a last,
-    partial batch, so padding never changes the loss.
+    Scores, targets and weights are [pairs] or [pairs, attributes]. `weight` is 1 for annotated
+    pairs and 0 for the padding that fills a last, partial batch and for attributes a pair is not
+    annotated for, so neither changes the loss: with several attributes it is the mean over the
+    annotated (pair, attribute) entries.
     """
     p = pair_probability(score_a, score_b)
     bce = -(target * jnp.log(p) + (1.0 - target) * jnp.log1p(-p))

@@ -15,3 +15,8 @@ def pair_accuracy(scores: np.ndarray, pairs: Pairs) -> float:
     if not counted.any():
         return float("nan")
     return 100.0 * float(np.mean(predicted[counted] == pairs.target[counted]))
+
+
+def accuracy_per_attribute(scores: np.ndarray, pairs: dict[str, Pairs]) -> dict[str, float]:
+    """Pair accuracy of each attribute, from scores [images, attributes] (columns in the order of `pairs`)."""
+    return {attr: pair_accuracy(scores[:, k], p) for k, (attr, p) in enumerate(pairs.items())}

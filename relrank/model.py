@@ -1,8 +1,9 @@
-"""VGG-16 (Simonyan & Zisserman) with a linear ranking head, in Flax NNX.
+"""VGG-16 (Simonyan & Zisserman) and its narrower variants with a linear ranking head, in Flax NNX.
 
 Layer names follow the Caffe / Lasagne model (conv1_1 .. conv5_3, fc6, fc7) so
 that weight porters can address them; the ImageNet classifier (fc8) is absent
-and `head` is the Dense(1) ranking layer r(x) = w . fc7(x) + b.
+and `head` is the linear ranking layer r(x) = W . fc7(x) + b, one output per
+attribute (Dense(1) for a single attribute, as in the paper).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from relrank.config import CONV_LAYERS_PER_BLOCK, Config, ModelSpec
-from relrank.conv import conv_general_dilated
+from relrank.config import Config, ModelSpec
 
 
 def he_normal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
@@ -32,6 +32,9 @@ def glorot_uniform(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
     return jax.random.uniform(key, (math.prod(shape),), dtype, -limit, limit).reshape(shape)
 
 
+GROUPS = 8  # GroupNorm groups (fewer when a layer's width is not a multiple)
+
+
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 max-pooling, stride 2 (as a reshape + max: its gradient is ~3x faster than reduce_window's on CPU)."""
     n, h, w, c = x.shape
@@ -39,31 +42,35 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
 
 class VGG16Ranker(nnx.Module):
-    """VGG-16 feature extractor (up to fc7) followed by a Dense(1) ranking layer.
+    """VGG-style feature extractor (up to fc7) followed by a linear ranking layer with `outputs` scores.
 
     Input: float images [N, H, W, 3], already preprocessed, H = W = image_size.
     Call with `dropout_key` to train (dropout active), without it to score.
     """
 
-    def __init__(self, spec: ModelSpec, image_size: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    def __init__(self, spec: ModelSpec, image_size: int, *, rngs: nnx.Rngs, dtype=jnp.float32, outputs: int = 1):
+        self.depths = spec.block_depths
         in_channels = 3
-        for block, n_layers in enumerate(CONV_LAYERS_PER_BLOCK):
+        for block, n_layers in enumerate(spec.block_depths):
             width = spec.block_widths[block]
             for i in range(n_layers):
                 conv = nnx.Conv(
-                    in_channels, width, (3, 3), padding="SAME", kernel_init=he_normal, dtype=dtype,
-                    conv_general_dilated=conv_general_dilated, rngs=rngs,
+                    in_channels, width, (3, 3), padding="SAME", kernel_init=he_normal, dtype=dtype, rngs=rngs,
                 )
                 setattr(self, f"conv{block + 1}_{i + 1}", conv)
+                if spec.norm == "group":
+                    norm = nnx.GroupNorm(width, num_groups=math.gcd(width, GROUPS), dtype=dtype, rngs=rngs)
+                    setattr(self, f"norm{block + 1}_{i + 1}", norm)
                 in_channels = width
-        pooled = image_size // 2 ** len(CONV_LAYERS_PER_BLOCK)
+        self.norm = spec.norm
+        pooled = image_size // 2 ** len(spec.block_depths)
         self.fc6 = nnx.Linear(pooled * pooled * in_channels, spec.fc_width, kernel_init=he_normal, dtype=dtype, rngs=rngs)
         self.fc7 = nnx.Linear(spec.fc_width, spec.fc_width, kernel_init=he_normal, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(spec.dropout)
         self.head = nnx.Linear(
             spec.fc_width,
-            1,
-            kernel_init=glorot_uniform,
+            outputs,
+            kernel_init=nnx.initializers.zeros if spec.zero_head else glorot_uniform,
             bias_init=nnx.initializers.zeros,
             dtype=dtype,
             rngs=rngs,
@@ -71,9 +78,12 @@ class VGG16Ranker(nnx.Module):
 
     def features(self, x: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
         """psi(x): the fc7 activations [N, fc_width] (after dropout when training)."""
-        for block, n_layers in enumerate(CONV_LAYERS_PER_BLOCK, start=1):
+        for block, n_layers in enumerate(self.depths, start=1):
             for i in range(1, n_layers + 1):
-                x = nnx.relu(getattr(self, f"conv{block}_{i}")(x))
+                x = getattr(self, f"conv{block}_{i}")(x)
+                if self.norm == "group":
+                    x = getattr(self, f"norm{block}_{i}")(x)
+                x = nnx.relu(x)
             x = max_pool_2x2(x)
         x = x.reshape(x.shape[0], -1)  # NHWC flatten order (weight porters permute fc6 to match)
         keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
@@ -82,10 +92,11 @@ class VGG16Ranker(nnx.Module):
         return x
 
     def __call__(self, x: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
-        """r(x): one ranking score per image, shape [N], float32."""
-        return self.head(self.features(x, dropout_key=dropout_key))[:, 0].astype(jnp.float32)
+        """r(x): the ranking scores of each image, shape [N, outputs], float32."""
+        return self.head(self.features(x, dropout_key=dropout_key)).astype(jnp.float32)
 
 
 def build_model(config: Config) -> VGG16Ranker:
     """A freshly initialised model for `config`, seeded by `config.seed` (weights are ported separately)."""
-    return VGG16Ranker(config.spec, config.image_size, rngs=nnx.Rngs(config.seed), dtype=jnp.dtype(config.compute_dtype))
+    return VGG16Ranker(config.spec, config.image_size, rngs=nnx.Rngs(config.seed), dtype=jnp.dtype(config.compute_dtype),
+                       outputs=max(1, len(config.attrs)))

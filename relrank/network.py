@@ -62,7 +62,7 @@ def _model_and_input(network: Network, params, images: jax.Array):
 
 
 def scores(network: Network, params, images: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
-    """r(image) for uint8 images [N, H, W, 3] (dropout only with a key)."""
+    """r(image) for uint8 images [N, H, W, 3]: [N, attributes] float32 (dropout only with a key)."""
     model, x = _model_and_input(network, params, images)
     return model(x, dropout_key=dropout_key)
 

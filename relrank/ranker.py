@@ -1,4 +1,8 @@
-"""A trained ranker loaded from a workdir: `relrank.load(workdir).score(images)`."""
+"""A trained ranker loaded from a workdir: `relrank.load(workdir).score(images)`.
+
+A run trained on several attributes at once has one output per attribute:
+`score(images, attr='Male')` picks one, `score_all(images)` gives them all.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ FILES_PER_CHUNK = 256  # images decoded at a time by `score_files`
 
 
 class Ranker:
-    """Scores images by the attribute it was trained on (higher = more)."""
+    """Scores images by the attribute(s) it was trained on (higher = more)."""
 
     def __init__(self, config: Config, params, step: int, batch_images: int | None = None):
         self.config = config
@@ -40,20 +44,42 @@ class Ranker:
         apply = self._apply[output]
         return apply_in_batches(lambda x: apply(self.params, x), self.prepare(images), self.batch_images, desc)
 
-    def score(self, images) -> np.ndarray:
-        """One score per image, float32 [N]; batched, preprocessed as in training."""
+    @property
+    def attrs(self) -> tuple[str, ...]:
+        """The attributes it ranks, in the order of `score_all`'s columns."""
+        return self.config.attrs
+
+    def output(self, attr: str | None) -> int:
+        """The column of `attr` (None: the only attribute of a single-attribute ranker)."""
+        if attr is None:
+            if len(self.attrs) > 1:
+                raise UserError(f"this ranker scores {len(self.attrs)} attributes ({', '.join(self.attrs)}); "
+                                f"choose one (attr=... / --attr=...)")
+            return 0
+        if attr not in self.attrs:
+            raise UserError(f"this ranker was not trained on attribute {attr!r}; it ranks: {', '.join(self.attrs)}")
+        return self.attrs.index(attr)
+
+    def score_all(self, images) -> np.ndarray:
+        """Scores of every attribute, float32 [N, attributes]; batched, preprocessed as in training."""
         return self._in_batches(scores, images, "scoring")
+
+    def score(self, images, attr: str | None = None) -> np.ndarray:
+        """One score per image by `attr` (default: the ranker's only attribute), float32 [N]."""
+        column = self.output(attr)
+        return self.score_all(images)[:, column]
 
     def features(self, images) -> np.ndarray:
         """fc7 features [N, fc_width] (float32) of the images, as the ranking layer sees them."""
         return self._in_batches(features, images, "fc7 features")
 
-    def compare(self, a, b) -> np.ndarray:
-        """P(a shows more of the attribute than b) for matching lists of images."""
-        return np.asarray(pair_probability(self.score(a), self.score(b)))
+    def compare(self, a, b, attr: str | None = None) -> np.ndarray:
+        """P(a shows more of `attr` than b) for matching lists of images."""
+        return np.asarray(pair_probability(self.score(a, attr), self.score(b, attr)))
 
     def score_files(self, paths: list[str]) -> tuple[list[str], np.ndarray, list[str]]:
-        """(readable paths, their scores, one 'cannot read image ...' line per unreadable file), a chunk at a time."""
+        """(readable paths, their scores [N, attributes], one 'cannot read image ...' line per unreadable file),
+        decoded a chunk at a time."""
         kept, chunks, unreadable = [], [], []
         for start in range(0, len(paths), FILES_PER_CHUNK):
             images = []
@@ -64,12 +90,13 @@ class Ranker:
                 except ImageDecodeError as error:
                     unreadable.append(str(error))
             if images:
-                chunks.append(self.score(np.stack(images)))
-        return kept, (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), unreadable
+                chunks.append(self.score_all(np.stack(images)))
+        empty = np.zeros((0, len(self.attrs)), np.float32)
+        return kept, (np.concatenate(chunks) if chunks else empty), unreadable
 
     def score_dataset_images(self, data, ids: np.ndarray) -> np.ndarray:
-        """Scores of the dataset's images `ids` (how runs are evaluated)."""
-        return self.score(data.load_images(ids, self.config.image_size, desc="loading images"))
+        """Scores [len(ids), attributes] of the dataset's images `ids` (how runs are evaluated)."""
+        return self.score_all(data.load_images(ids, self.config.image_size, desc="loading images"))
 
 
 def load(workdir: str, which: str = "latest") -> Ranker:

@@ -9,9 +9,10 @@ extended with similarity (tie) pairs, with one C for both kinds of pair
 backtracking line search.
 
 Features are the dataset's own (`feat`, e.g. PubFig/OSR GIST) or fc7 of the
-VGG-16 backbone (the pretrained weights of --weights, not fine-tuned). A run
-writes <workdir>/ranksvm.npz (the weights, and the features of the images it
-used), config.json and summary.json.
+VGG-16 backbone (the pretrained weights of --weights, not fine-tuned). One w is
+fitted per attribute of the run. A run writes <workdir>/ranksvm.npz (the
+weights [features, attributes], and the features of the images it used),
+config.json and summary.json.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import time
 import numpy as np
 
 from relrank.config import Config, dumps
-from relrank.data import Pairs, RankingData, load_dataset_for
+from relrank.data import Pairs, RankingData, index_images, load_dataset_for
 from relrank.errors import UserError
-from relrank.metrics import pair_accuracy
+from relrank.metrics import accuracy_per_attribute
 from relrank.workdir import check_usable, exclusive, write_atomic
 
 RESULT_FILE = "ranksvm.npz"
@@ -89,11 +90,12 @@ class RankSVMScorer:
         saved = np.load(os.path.join(run_dir, RESULT_FILE))
         self.config = Config.from_json(json.loads(str(saved["config"])))
         self.step = 0
-        self.w = saved["w"]
+        self.w = saved["w"].reshape(len(saved["features"][0]), -1)  # [features, attributes]
         self.rows = {int(i): row for row, i in enumerate(saved["image_indices"])}
         self.features = saved["features"]
 
     def score_dataset_images(self, data: RankingData, ids: np.ndarray) -> np.ndarray:
+        """Scores [len(ids), attributes]."""
         missing = [int(i) for i in ids if int(i) not in self.rows]
         if missing:
             raise UserError(f"this RankSVM run holds no features for {len(missing)} of those images "
@@ -102,19 +104,22 @@ class RankSVMScorer:
 
 
 def train_ranksvm(config: Config, workdir: str, data: RankingData | None = None) -> dict:
-    """Fit the RankSVM on the training pairs of `config.attr`; evaluate on the test pairs."""
+    """Fit one RankSVM per attribute of `config.attrs` on its training pairs; evaluate on the test pairs."""
     started = time.perf_counter()
     check_usable(workdir)
     data = data or load_dataset_for(config)
-    train_ids, train = data.indexed_pairs("train", config.attr)
-    test_ids, test = data.indexed_pairs("test", config.attr)
-    ids = np.unique(np.concatenate([train_ids, test_ids]))
+    train_pairs, test_pairs = data.pairs_of("train", config.attrs), data.pairs_of("test", config.attrs)
+    ids, _ = index_images({**{f"train {a}": p for a, p in train_pairs.items()},
+                           **{f"test {a}": p for a, p in test_pairs.items()}})
+    rows = np.full(int(ids.max()) + 1, -1, np.int64)
+    rows[ids] = np.arange(len(ids))
     features = image_features(config, data, ids)
-    w = fit_ranksvm(features[np.searchsorted(ids, train_ids)], train, c=config.ranksvm_c)
-    accuracy = pair_accuracy(features[np.searchsorted(ids, test_ids)] @ w, test)
+    w = np.stack([fit_ranksvm(features, train_pairs[attr].remap(rows), c=config.ranksvm_c) for attr in config.attrs],
+                 axis=1)
+    accuracies = accuracy_per_attribute(features @ w, {a: p.remap(rows) for a, p in test_pairs.items()})
     summary = dict(dataset=config.dataset, attr=config.attr, workdir=workdir, method="ranksvm",
-                   features=config.ranksvm_features, test_accuracy=accuracy,
-                   wall_seconds=round(time.perf_counter() - started, 1))
+                   features=config.ranksvm_features, test_accuracy=float(np.mean(list(accuracies.values()))),
+                   test_accuracy_per_attr=accuracies, wall_seconds=round(time.perf_counter() - started, 1))
     with exclusive(workdir):
         result = os.path.join(workdir, RESULT_FILE)
         np.savez(result + ".tmp.npz", w=w, image_indices=ids, features=features, config=json.dumps(config.to_json()))

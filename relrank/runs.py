@@ -11,9 +11,9 @@ import json
 import os
 
 from relrank.config import Config
-from relrank.data import load_dataset_for
+from relrank.data import hold_out, index_images, load_dataset_for
 from relrank.errors import UserError
-from relrank.metrics import pair_accuracy
+from relrank.metrics import accuracy_per_attribute
 
 CONFIG_FILE = "config.json"
 
@@ -23,12 +23,17 @@ def is_run(path: str) -> bool:
 
 
 def find_runs(workdir: str) -> list[str]:
-    """`workdir` itself if it holds a run, else its sub-directories that do (one per attribute)."""
+    """`workdir` itself if it holds a run, else the runs below it (one per attribute, seed, ...), sorted."""
     if not os.path.isdir(workdir):
         raise UserError(f"workdir {workdir} does not exist")
     if is_run(workdir):
         return [workdir]
-    runs = sorted(os.path.join(workdir, d) for d in os.listdir(workdir) if is_run(os.path.join(workdir, d)))
+    runs = []
+    for folder, dirs, _ in os.walk(workdir):
+        dirs.sort()
+        if is_run(folder):
+            runs.append(folder)
+            dirs[:] = []  # a run's own folders hold no runs
     if not runs:
         raise UserError(f"workdir {workdir} holds no checkpoint (nor do its sub-directories)")
     return runs
@@ -53,14 +58,20 @@ def load_scorer(run_dir: str, which: str = "latest"):
     return load(run_dir, which)
 
 
-def evaluate_run(run_dir: str, which: str = "latest", split: str = "test", data_dir: str = "") -> dict:
-    """Score each image of `split` once with the run's checkpoint `which`; return the pair accuracy."""
+def evaluate_run(run_dir: str, which: str = "latest", split: str = "test", data_dir: str = "") -> list[dict]:
+    """Score each image of `split` once with the run's checkpoint `which`; one row per attribute with its
+    pair accuracy. `split` 'val' is the run's own validation split (--val_fraction)."""
     scorer = load_scorer(run_dir, which)
     config = scorer.config
     data = load_dataset_for(config, data_dir)
-    ids, pairs = data.indexed_pairs(split, config.attr)
-    return dict(
-        workdir=run_dir, dataset=config.dataset, attr=config.attr, split=split, step=scorer.step,
-        accuracy=pair_accuracy(scorer.score_dataset_images(data, ids), pairs), num_pairs=len(pairs),
-        num_images=len(ids),
-    )
+    if split == "val":
+        if not config.val_fraction:
+            raise UserError(f"run {run_dir} held out no validation split (it was trained without --val_fraction)")
+        pairs = hold_out(data.pairs_of("train", config.attrs), config.val_fraction, config.seed)[1]
+    else:
+        pairs = data.pairs_of(split, config.attrs)
+    ids, pairs = index_images(pairs)
+    accuracies = accuracy_per_attribute(scorer.score_dataset_images(data, ids), pairs)
+    return [dict(workdir=run_dir, dataset=config.dataset, attr=attr, seed=config.seed, split=split, step=scorer.step,
+                 accuracy=accuracies[attr], num_pairs=len(pairs[attr]), num_images=len(pairs[attr].images()))
+            for attr in config.attrs]

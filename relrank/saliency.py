@@ -17,12 +17,17 @@ from relrank.network import scores
 from relrank.ranker import Ranker
 
 
-def pair_saliency(ranker: Ranker, image_a, image_b, sigma: float = 3.0) -> tuple[float, np.ndarray, np.ndarray]:
-    """P(a > b) and one saliency map per image ([S, S] in [0, 1], S = the model's image size)."""
+def pair_saliency(ranker: Ranker, image_a, image_b, sigma: float = 3.0,
+                  attr: str | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+    """P(a shows more `attr` than b) and one saliency map per image ([S, S] in [0, 1], S = the model's image size).
+
+    `attr` picks the output of a multi-attribute ranker (default: the ranker's only attribute).
+    """
     pixels = jnp.asarray(ranker.prepare([image_a, image_b]), jnp.float32)
+    column = ranker.output(attr)
 
     def probability(x):
-        r = scores(ranker.network, ranker.params, x)
+        r = scores(ranker.network, ranker.params, x)[:, column]
         return pair_probability(r[0], r[1])
 
     p, grads = jax.value_and_grad(probability)(pixels)

@@ -17,8 +17,17 @@ def make_mesh(devices=None) -> Mesh:
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Split the leading (pair) axis across devices: a pair never straddles two devices."""
+    """Split the leading (image) axis across devices."""
     return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def train_batch_sharding(mesh: Mesh) -> dict:
+    """A training batch: its images split across devices, its (small) pair index replicated.
+
+    Each device scores its images; the pair loss gathers the scores it needs.
+    """
+    return dict(images=batch_sharding(mesh), a=replicated(mesh), b=replicated(mesh), target=replicated(mesh),
+                weight=replicated(mesh))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -31,7 +40,8 @@ def check_divisible(batch: int, mesh: Mesh, what: str) -> None:
 
 
 def put_batch(batch: dict, mesh: Mesh) -> dict:
-    return jax.device_put(batch, batch_sharding(mesh))
+    """A training batch onto the mesh (images split across devices, pairs replicated)."""
+    return jax.device_put(batch, train_batch_sharding(mesh))
 
 
 def put_replicated(tree, mesh: Mesh):

@@ -1,8 +1,9 @@
 """The pure, jit-compiled pairwise train step.
 
-State and batches are plain pytrees. A batch holds B pairs:
-  images [B, 2, H, W, 3] uint8 (pair member 0 and 1), target [B] in {0, .5, 1},
-  weight [B] (0 marks padding in a last, partial batch).
+State and batches are plain pytrees. A batch holds N images and P pairs among them, annotated
+for A attributes (see input_pipeline.py): images [N, L, L, 3] uint8, a and b [P] (rows of
+images), target [P, A] in {0, .5, 1}, weight [P, A] (0 marks padding and attributes a pair is
+not annotated for). Each image is scored once, whatever number of pairs it is in.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from relrank.config import Config
 from relrank.losses import l2_penalty, ranknet_loss
 from relrank.network import Network, make_network, scores
 from relrank.optim import loss_weight_decay, make_optimizer
-from relrank.sharding import batch_sharding, replicated
+from relrank.sharding import replicated, train_batch_sharding
 
 
 @struct.dataclass
@@ -56,13 +57,10 @@ def init_state(task: Task, params: dict) -> TrainState:
 
 def loss_fn(params, batch: dict, dropout_key: jax.Array, task: Task):
     images = batch["images"]
-    n_pairs = images.shape[0]
-    images = images.reshape(2 * n_pairs, *images.shape[2:])
     if augment.enabled(task.config):
         images = augment.augment(jax.random.fold_in(dropout_key, 1), images, task.config.image_size, task.config)
     r = scores(task.network, params, images, dropout_key)
-    r = r.reshape(n_pairs, 2)
-    rank_loss = ranknet_loss(r[:, 0], r[:, 1], batch["target"], batch["weight"])
+    rank_loss = ranknet_loss(r[batch["a"]], r[batch["b"]], batch["target"], batch["weight"])
     l2 = l2_penalty(params)
     return rank_loss + loss_weight_decay(task.config) * l2, dict(rank_loss=rank_loss, l2=l2)
 
@@ -78,10 +76,10 @@ def train_step(state: TrainState, batch: dict, task: Task) -> tuple[TrainState, 
 
 
 def jit_train_step(task: Task, mesh) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """`train_step` compiled for `mesh`: batch sharded over devices, state replicated."""
+    """`train_step` compiled for `mesh`: images sharded over devices, pairs and state replicated."""
     return jax.jit(
         lambda state, batch: train_step(state, batch, task),
-        in_shardings=(replicated(mesh), batch_sharding(mesh)),
+        in_shardings=(replicated(mesh), train_batch_sharding(mesh)),
         out_shardings=(replicated(mesh), replicated(mesh)),
         donate_argnums=0,
     )

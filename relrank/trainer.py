@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 
 from relrank import augment, checkpoint, input_pipeline, sharding, signals
 from relrank.config import Config, dumps
-from relrank.data import RankingData, SplitImages, load_dataset_for
+from relrank.data import LabelledPairs, RankingData, SplitImages, hold_out, load_dataset_for
 from relrank.errors import Interrupted, UserError
 from relrank.figures import plot_curves
-from relrank.metrics import pair_accuracy
+from relrank.metrics import accuracy_per_attribute
 from relrank.network import apply_in_batches, init_params, initial_params, jit_apply
 from relrank.train_step import init_state, jit_train_step, make_task
 from relrank.workdir import check_usable, exclusive, read_jsonl, write_atomic
@@ -82,7 +82,7 @@ def _optimizer_layout(config: Config) -> dict:
 
 
 def _check_resumable(saved: Config, config: Config, workdir: str) -> None:
-    for field in ("dataset", "attr", "batch_pairs", "seed", "split", "equal_pairs"):
+    for field in ("dataset", "attr", "batch_pairs", "batch_images", "seed", "split", "equal_pairs", "val_fraction"):
         if getattr(saved, field) != getattr(config, field):
             raise UserError(
                 f"workdir {workdir} holds a run with {field}={getattr(saved, field)!r}, not "
@@ -131,6 +131,10 @@ def _restore_or_init(config: Config, workdir: str, mesh, total_steps: int):
     return checkpoints, config, init_state(make_task(config, total_steps), initial_params(config)), None
 
 
+def _attrs_label(config: Config) -> str:
+    return config.attr if len(config.attrs) == 1 else f"{len(config.attrs)} attributes"
+
+
 def _interrupted(workdir: str) -> Interrupted:
     last = None
     if os.path.isdir(checkpoint.checkpoint_dir(workdir)):
@@ -143,7 +147,7 @@ def _interrupted(workdir: str) -> Interrupted:
 
 
 def train(config: Config, workdir: str, stop_after_steps: int | None = None, data: RankingData | None = None) -> dict:
-    """Train (or resume) a ranker for `config.attr`; returns a summary of the run.
+    """Train (or resume) a ranker for `config.attrs` (one output each); returns a summary of the run.
 
     Re-running on a workdir that holds a checkpoint resumes from it exactly
     (parameters, optimizer state, RNG and data order). `stop_after_steps`
@@ -156,20 +160,30 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None, dat
     with signals.sigterm_as_keyboard_interrupt():
         try:
             data = data or load_dataset_for(config)
-            train_split = data.split_images("train", config.attr, augment.train_size(config))
-            test_split = data.split_images("test", config.attr, config.image_size)
+            train_pairs = data.pairs_of("train", config.attrs)
+            eval_pairs = dict(test=data.pairs_of("test", config.attrs))
+            if config.val_fraction:
+                train_pairs, eval_pairs["val"] = hold_out(train_pairs, config.val_fraction, config.seed)
+            train_split = data.split_images(train_pairs, augment.train_size(config), "train")
+            eval_splits = {name: data.split_images(pairs, config.image_size, name) for name, pairs in eval_pairs.items()}
             with exclusive(workdir):
-                return _train(config, workdir, train_split, test_split, stop_after_steps, started)
+                return _train(config, workdir, train_split, eval_splits, stop_after_steps, started)
         except KeyboardInterrupt:
             raise _interrupted(workdir) from None
 
 
-def _train(config: Config, workdir: str, train_split: SplitImages, test_split: SplitImages,
+def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: dict[str, SplitImages],
            stop_after_steps: int | None, started: float) -> dict:
     mesh = sharding.make_mesh()
-    sharding.check_divisible(config.batch_pairs, mesh, "--batch_pairs")
+    if config.batch_images:
+        sharding.check_divisible(config.batch_images, mesh, "--batch_images")
+        if config.batch_images > len(train_split.ids):
+            raise UserError(f"--batch_images={config.batch_images} is more than the {len(train_split.ids)} training images")
+    else:
+        sharding.check_divisible(config.batch_pairs, mesh, "--batch_pairs")
     sharding.check_divisible(config.eval_batch_images, mesh, "--eval_batch_images")
-    per_epoch = input_pipeline.steps_per_epoch(len(train_split.pairs), config.batch_pairs)
+    train_pairs = LabelledPairs.join([train_split.pairs[attr] for attr in config.attrs])
+    per_epoch = input_pipeline.steps_per_epoch(len(train_pairs), config.batch_pairs, config.batch_images)
     total_steps = config.epochs * per_epoch
     checkpoints, config, state, resume_step = _restore_or_init(config, workdir, mesh, total_steps)
     task = make_task(config, total_steps)
@@ -180,14 +194,24 @@ def _train(config: Config, workdir: str, train_split: SplitImages, test_split: S
     end_step = total_steps if stop_after_steps is None else min(total_steps, start_step + stop_after_steps)
     score_fn = jit_apply(task.network, mesh)
 
-    def evaluate_params(params) -> float:
-        scores = apply_in_batches(lambda x: score_fn(params, x), test_split.images, config.eval_batch_images)
-        return pair_accuracy(scores, test_split.pairs)
+    def evaluate_params(params) -> dict:
+        """{val_accuracy (if held out), test_accuracy: means over attributes; <split>_accuracy_per_attr}."""
+        row = {}
+        for name in sorted(eval_splits, reverse=True):  # val first: it selects the best checkpoint
+            split = eval_splits[name]
+            scores = apply_in_batches(lambda x: score_fn(params, x), split.images, config.eval_batch_images,
+                                      desc=f"scoring {name}")
+            per_attr = accuracy_per_attribute(scores, split.pairs)
+            row[f"{name}_accuracy"] = float(np.mean(list(per_attr.values())))
+            if len(per_attr) > 1:
+                row[f"{name}_accuracy_per_attr"] = per_attr
+        return row
 
     batches = input_pipeline.prefetch(
         sharding.put_batch(b, mesh)
         for b in input_pipeline.train_batches(
-            train_split.images, train_split.pairs, config.batch_pairs, config.seed, start_step, end_step
+            train_split.images, train_pairs, config.batch_pairs, config.seed, start_step, end_step,
+            config.batch_images,
         )
     )
     compile_start = time.perf_counter()
@@ -205,8 +229,8 @@ def _train(config: Config, workdir: str, train_split: SplitImages, test_split: S
 
     log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), per_epoch, last_checkpoint)
     log.truncate_after(start_step)
-    accuracy = None
-    bar = tqdm(total=end_step, initial=start_step, desc=f"{config.dataset}/{config.attr}", unit="step")
+    evaluation = None
+    bar = tqdm(total=end_step, initial=start_step, desc=f"{config.dataset}/{_attrs_label(config)}", unit="step")
 
     def flush() -> None:
         row = log.flush()
@@ -224,16 +248,19 @@ def _train(config: Config, workdir: str, train_split: SplitImages, test_split: S
     try:
         for step, batch in enumerate(all_batches, start=start_step + 1):
             state, metrics = step_fn(state, batch)
-            log.add(step, metrics, images=2 * config.batch_pairs)
+            log.add(step, metrics, images=len(batch["images"]))
             bar.update(1)
-            epoch_end = step % per_epoch == 0
-            if step % config.log_every_steps == 0 or epoch_end:
+            evaluate_now = step % (per_epoch * config.eval_every_epochs) == 0 or step == total_steps
+            if step % config.log_every_steps == 0 or evaluate_now:
                 flush()
-            if epoch_end:
-                accuracy = evaluate_params(state.params)
-                log.write(step=step, epoch=step // per_epoch, test_accuracy=accuracy)
-                bar.write(f"epoch {step // per_epoch}: test accuracy {accuracy:.2f}%")
-                save(step, {checkpoint.BEST_METRIC: accuracy})
+            if evaluate_now:
+                evaluation = evaluate_params(state.params)
+                log.write(step=step, epoch=round(step / per_epoch, 4), seconds=round(time.perf_counter() - started, 1),
+                          **evaluation)
+                shown = ", ".join(f"{name.replace('_', ' ')} {value:.2f}%" for name, value in evaluation.items()
+                                  if name.endswith("_accuracy"))
+                bar.write(f"epoch {step / per_epoch:g}: {shown}")
+                save(step, {name: v for name, v in evaluation.items() if name in checkpoint.SELECTION_METRICS})
             elif step % config.checkpoint_every_steps == 0 or step == end_step:
                 save(step)
     except KeyboardInterrupt:
@@ -256,14 +283,12 @@ def _train(config: Config, workdir: str, train_split: SplitImages, test_split: S
         checkpoints.wait()
         best = checkpoints.best_step()
         checkpoints.close()
-        if accuracy is None and end_step == total_steps and not received:
-            accuracy = evaluate_params(state.params)
-        summary.update(
-            final_step=int(state.step), test_accuracy=accuracy, best_step=best,
-            wall_seconds=round(time.perf_counter() - started, 1),
-        )
+        if evaluation is None and end_step == total_steps and not received:
+            evaluation = evaluate_params(state.params)
+        summary.update(dict(test_accuracy=None), **(evaluation or {}))
+        summary.update(final_step=int(state.step), best_step=best, wall_seconds=round(time.perf_counter() - started, 1))
         if os.path.exists(log.path):
-            title = f"{config.dataset} / {config.attr}"
+            title = f"{config.dataset} / {_attrs_label(config)}"
             summary["curves"] = plot_curves(log.path, os.path.join(workdir, "curves.png"), title)
         write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     if received:

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from relrank.config import ModelSpec, make_config
+from relrank.input_pipeline import pairs_batch
 from relrank.losses import l2_penalty, ranknet_loss
 from relrank.optim import learning_rate, make_optimizer, param_groups
 from relrank.network import init_params, scores
@@ -57,12 +58,11 @@ def tiny_config(**kw):
 
 
 def tiny_batch(n=6, seed=0):
+    """n pairs of one attribute (the last one padding), as the pair batches of input_pipeline."""
     rng = np.random.default_rng(seed)
-    return dict(
-        images=jnp.asarray(rng.integers(0, 256, (n, 2, 32, 32, 3), dtype=np.uint8)),
-        target=jnp.asarray(rng.choice([0.0, 0.5, 1.0], size=n).astype(np.float32)),
-        weight=jnp.asarray(np.r_[np.ones(n - 1), 0.0].astype(np.float32)),
-    )
+    return pairs_batch(rng.integers(0, 256, (n, 2, 32, 32, 3), dtype=np.uint8),
+                       rng.choice([0.0, 0.5, 1.0], size=(n, 1)).astype(np.float32),
+                       np.r_[np.ones(n - 1), 0.0].astype(np.float32)[:, None])
 
 
 def numpy_rmsprop(param, grad, lr):
@@ -88,7 +88,7 @@ def test_one_update_of_the_head_by_hand():
     fa, fb = features[0::2], features[1::2]
     w = np.asarray(params["head"]["kernel"], np.float64)[:, 0]
     b = float(params["head"]["bias"][0])
-    t, weight = np.asarray(batch["target"], np.float64), np.asarray(batch["weight"], np.float64)
+    t, weight = np.asarray(batch["target"], np.float64)[:, 0], np.asarray(batch["weight"], np.float64)[:, 0]
     ra, rb = fa @ w + b, fb @ w + b
     p = 1 / (1 + np.exp(-(ra - rb)))
     expected_loss = numpy_bce(ra, rb, t, weight) + config.weight_decay * (
@@ -114,8 +114,8 @@ def test_one_update_of_every_layer():
     new_state, _ = train_step(init_state(task, params), batch, task)
 
     def rank_loss(p):
-        r = scores(task.network, p, batch["images"].reshape(-1, 32, 32, 3)).reshape(-1, 2)
-        return ranknet_loss(r[:, 0], r[:, 1], batch["target"], batch["weight"])
+        r = scores(task.network, p, batch["images"])[:, 0].reshape(-1, 2)
+        return ranknet_loss(r[:, 0], r[:, 1], batch["target"][:, 0], batch["weight"][:, 0])
 
     grads = jax.jit(jax.grad(rank_loss))(params)
     for layer in params:

@@ -36,8 +36,9 @@ def test_head_initialisation():
     assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.5 * limit
 
 
-def _numpy_forward(params, x):
-    """An independent VGG-16 forward pass in numpy: conv 3x3 SAME + ReLU, 2x2 max-pools, fc6, fc7, head."""
+def _numpy_forward(params, x, depths=(2, 2, 3, 3, 3), groups=0):
+    """An independent VGG-style forward pass in numpy: conv 3x3 SAME (+ GroupNorm) + ReLU, 2x2 max-pools,
+    fc6, fc7, head."""
     def conv(x, w, b):
         n, h, wd, _ = x.shape
         padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
@@ -47,19 +48,28 @@ def _numpy_forward(params, x):
                 out += padded[:, dy:dy + h, dx:dx + wd, :] @ w[dy, dx]
         return out + b
 
+    def group_norm(x, scale, bias, eps=1e-6):
+        n, h, w, c = x.shape
+        g = x.reshape(n, h, w, groups, c // groups)
+        g = (g - g.mean(axis=(1, 2, 4), keepdims=True)) / np.sqrt(g.var(axis=(1, 2, 4), keepdims=True) + eps)
+        return g.reshape(n, h, w, c) * scale + bias
+
     def pool(x):
         n, h, w, c = x.shape
         return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
     p = jax.tree_util.tree_map(np.asarray, params)
-    for block, layers in enumerate((2, 2, 3, 3, 3), start=1):
+    for block, layers in enumerate(depths, start=1):
         for i in range(1, layers + 1):
-            x = np.maximum(conv(x, p[f"conv{block}_{i}"]["kernel"], p[f"conv{block}_{i}"]["bias"]), 0)
+            x = conv(x, p[f"conv{block}_{i}"]["kernel"], p[f"conv{block}_{i}"]["bias"])
+            if groups:
+                x = group_norm(x, p[f"norm{block}_{i}"]["scale"], p[f"norm{block}_{i}"]["bias"])
+            x = np.maximum(x, 0)
         x = pool(x)
     x = x.reshape(len(x), -1)
     x = np.maximum(x @ p["fc6"]["kernel"] + p["fc6"]["bias"], 0)
     x = np.maximum(x @ p["fc7"]["kernel"] + p["fc7"]["bias"], 0)
-    return (x @ p["head"]["kernel"] + p["head"]["bias"])[:, 0]
+    return x @ p["head"]["kernel"] + p["head"]["bias"]
 
 
 def test_forward_matches_numpy_reference():
@@ -69,7 +79,23 @@ def test_forward_matches_numpy_reference():
     x = np.random.default_rng(0).normal(size=(3, 64, 64, 3)).astype(np.float32)
     expected = _numpy_forward(params, x.astype(np.float64))
     got = np.asarray(model(jnp.asarray(x)))
-    assert got.shape == (3,)
+    assert got.shape == (3, 1)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_cpu_model_with_group_norm_and_two_outputs_matches_numpy():
+    config = make_config(model="vgg_cpu", block_widths=(8, 16, 16, 32, 32))
+    model = VGG16Ranker(config.spec, 64, rngs=nnx.Rngs(0), outputs=2)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    assert [name for name in params if name.startswith("conv")] == [
+        "conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2"]
+    rng = np.random.default_rng(1)
+    params = jax.tree_util.tree_map(lambda v: v + 0.1 * rng.normal(size=v.shape).astype(np.float32), params)
+    nnx.update(model, params)  # norm scales and biases away from 1 and 0, so they are exercised
+    x = rng.normal(size=(3, 64, 64, 3)).astype(np.float32)
+    expected = _numpy_forward(params, x.astype(np.float64), depths=(1, 1, 2, 2, 2), groups=8)
+    got = np.asarray(model(jnp.asarray(x)))
+    assert got.shape == (3, 2)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
@@ -87,23 +113,8 @@ def test_dropout_only_with_a_key():
     np.testing.assert_allclose(no_dropout.features(x, dropout_key=jax.random.key(0)), no_dropout.features(x), rtol=1e-6)
 
 
-def test_cpu_convolution_gradients_match_xla():
-    """relrank.conv's matmul kernel gradient equals XLA's own convolution gradient."""
-    from jax import lax
-
-    from relrank.conv import conv_general_dilated
-
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(2, 12, 12, 5)), jnp.float32)
-    kernel = jnp.asarray(rng.normal(size=(3, 3, 5, 7)), jnp.float32)
-    cotangent = jnp.asarray(rng.normal(size=(2, 12, 12, 7)), jnp.float32)
-    numbers = lax.conv_dimension_numbers(x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
-
-    def loss(conv):
-        return lambda x, k: jnp.sum(conv(x, k, (1, 1), "SAME", dimension_numbers=numbers) * cotangent)
-
-    ours = jax.jit(jax.grad(loss(conv_general_dilated), argnums=(0, 1)))(x, kernel)
-    xla = jax.jit(jax.grad(loss(lax.conv_general_dilated), argnums=(0, 1)))(x, kernel)
-    for a, b in zip(ours, xla):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-    assert "custom_vjp" in str(jax.make_jaxpr(loss(conv_general_dilated))(x, kernel))  # the CPU path was taken
+def test_a_zero_head_starts_every_score_equal():
+    config = make_config(model="vgg16_small", attr="brightness,size", zero_head=True)
+    params = init_params(config)
+    assert params["head"]["kernel"].shape == (256, 2) and not np.any(np.asarray(params["head"]["kernel"]))
+    assert np.any(np.asarray(params["fc7"]["kernel"]))  # the rest is initialised as usual

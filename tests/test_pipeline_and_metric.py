@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from relrank.data import Pairs
+from relrank.data import LabelledPairs, Pairs
 from relrank.input_pipeline import prefetch, steps_per_epoch, train_batches
 from relrank.metrics import pair_accuracy
 from relrank.network import apply_in_batches
@@ -11,25 +11,60 @@ from relrank.network import apply_in_batches
 
 def test_every_pair_once_per_epoch_with_padding():
     images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
-    pairs = Pairs(np.arange(10) % 10, (np.arange(10) + 3) % 10, np.linspace(0, 1, 10).astype(np.float32))
+    pairs = LabelledPairs.join([Pairs(np.arange(10) % 10, (np.arange(10) + 3) % 10,
+                                      np.linspace(0, 1, 10).astype(np.float32))])
     per_epoch = steps_per_epoch(10, 4)
     assert per_epoch == 3
     batches = list(train_batches(images, pairs, 4, seed=0, start_step=0, end_step=2 * per_epoch))
     for epoch in range(2):
         seen = []
         for batch in batches[epoch * 3:(epoch + 1) * 3]:
-            assert batch["images"].shape == (4, 2, 2, 2, 3)
-            real = batch["weight"] == 1
-            seen += list(batch["images"][real, 0, 0, 0, 0])
-            # member 1 of each pair is image a + 3 (mod 10), as annotated
-            np.testing.assert_array_equal(batch["images"][real, 1, 0, 0, 0], (batch["images"][real, 0, 0, 0, 0] + 3) % 10)
+            assert batch["images"].shape == (8, 2, 2, 3) and batch["target"].shape == (4, 1)
+            real = batch["weight"][:, 0] == 1
+            first, second = batch["images"][batch["a"], 0, 0, 0], batch["images"][batch["b"], 0, 0, 0]
+            seen += list(first[real])
+            # the second image of each pair is the first + 3 (mod 10), as annotated
+            np.testing.assert_array_equal(second[real], (first[real] + 3) % 10)
+            np.testing.assert_allclose(batch["target"][real, 0], first[real] / 9, rtol=1e-6)
         assert sorted(seen) == list(range(10))
-    assert batches[2]["weight"].tolist() == [1, 1, 0, 0]
+    assert batches[2]["weight"][:, 0].tolist() == [1, 1, 0, 0]
     assert not np.array_equal(batches[0]["target"], batches[3]["target"])  # reshuffled each epoch
     # Starting mid-way gives exactly the batches an uninterrupted run sees.
     resumed = list(train_batches(images, pairs, 4, seed=0, start_step=4, end_step=6))
     for a, b in zip(resumed, batches[4:]):
         np.testing.assert_array_equal(a["images"], b["images"])
+
+
+def test_image_groups_carry_every_annotated_pair_among_their_images():
+    """Image-group batches: each pair of drawn images with its annotation (in either order), nothing else."""
+    rng = np.random.default_rng(0)
+    n = 40
+    images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
+    per_attr = []
+    for _ in range(2):  # two attributes annotating different, overlapping pair sets
+        a, b = rng.integers(0, n, 300), rng.integers(0, n, 300)
+        keep = a != b
+        per_attr.append(Pairs(a[keep], b[keep], rng.choice([0.0, 0.5, 1.0], keep.sum()).astype(np.float32)))
+    pairs = LabelledPairs.join(per_attr)
+    truth = {}
+    for k, p in enumerate(per_attr):
+        for x, y, t in zip(p.a, p.b, p.target):
+            truth.setdefault((k, int(x), int(y)), float(t))
+            truth.setdefault((k, int(y), int(x)), 1.0 - float(t))
+    batches = list(train_batches(images, pairs, 0, seed=1, start_step=0, end_step=3, batch_images=8))
+    for batch in batches:
+        assert batch["images"].shape == (8, 2, 2, 3) and batch["a"].shape == (28,) and batch["target"].shape == (28, 2)
+        ids = batch["images"][:, 0, 0, 0].astype(int)
+        assert len(set(ids)) == 8
+        for slot in range(28):
+            x, y = ids[batch["a"][slot]], ids[batch["b"][slot]]
+            for k in range(2):  # a pair annotated twice counts with its first annotation
+                assert batch["weight"][slot, k] == ((k, x, y) in truth)
+                if (k, x, y) in truth:
+                    assert batch["target"][slot, k] == truth[(k, x, y)]
+    resumed = list(train_batches(images, pairs, 0, seed=1, start_step=2, end_step=3, batch_images=8))
+    np.testing.assert_array_equal(resumed[0]["images"], batches[2]["images"])
+    assert steps_per_epoch(len(pairs), 16, batch_images=8) == -(-len(pairs) // 28)
 
 
 def test_prefetch_preserves_order_and_errors():

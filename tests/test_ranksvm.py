@@ -58,5 +58,7 @@ def test_ranksvm_on_pubfig_features_matches_parikh_grauman(tmp_path):
     evaluated = run_cli("evaluate.py", f"--workdir={workdir}", "--json", *common)
     accuracies = {r["attr"]: r["accuracy"] for r in json.loads(evaluated.stdout)["results"]}
     assert len(accuracies) == 11
+    saved = np.load(os.path.join(workdir, "ranksvm.npz"))  # one run, one w per attribute
+    assert saved["w"].shape == (saved["features"].shape[1], 11)
     print("RankSVM on PubFig:", {k: round(v, 2) for k, v in accuracies.items()})
     assert abs(np.mean(list(accuracies.values())) - 79.64) <= 2.0

@@ -11,6 +11,7 @@ SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from relrank import sharding
     from relrank.config import ModelSpec, make_config
+    from relrank.input_pipeline import pairs_batch
     from relrank.network import init_params
     from relrank.train_step import init_state, jit_train_step, make_task
 
@@ -20,9 +21,9 @@ SCRIPT = textwrap.dedent("""
     task = make_task(config)
     params = jax.tree_util.tree_map(np.asarray, init_params(config))  # host copy: the step donates its input
     rng = np.random.default_rng(0)
-    batches = [dict(images=rng.integers(0, 256, (8, 2, 32, 32, 3), dtype=np.uint8),
-                    target=rng.choice([0.0, 0.5, 1.0], 8).astype(np.float32),
-                    weight=np.ones(8, np.float32)) for _ in range(3)]
+    batches = [pairs_batch(rng.integers(0, 256, (8, 2, 32, 32, 3), dtype=np.uint8),
+                           rng.choice([0.0, 0.5, 1.0], (8, 1)).astype(np.float32), np.ones((8, 1), np.float32))
+               for _ in range(3)]
 
     def run(devices):
         mesh = sharding.make_mesh(devices)
@@ -50,9 +51,9 @@ def test_two_devices_match_one():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    # One device holds all 8 pairs; two devices hold 4 whole pairs each (a pair never splits).
-    assert out["shards1"] == [[8, 2, 32, 32, 3]]
-    assert out["shards2"] == [[4, 2, 32, 32, 3], [4, 2, 32, 32, 3]]
+    # One device holds all 16 images of the 8 pairs; two devices hold 8 each (the pair index is replicated).
+    assert out["shards1"] == [[16, 32, 32, 3]]
+    assert out["shards2"] == [[8, 32, 32, 3], [8, 32, 32, 3]]
     assert len(out["loss1"]) == 3
     for a, b in zip(out["loss1"], out["loss2"]):
         assert abs(a - b) <= 1e-5 * max(1.0, abs(a))

@@ -13,6 +13,7 @@ import relrank
 from relrank.checkpoint import Checkpoints
 from relrank.cli import evaluate_parser, train_parser, use_parser, weights_parser
 from relrank.config import DATASETS, make_config
+from relrank.configs import RECIPES
 from relrank.data import load_dataset
 from relrank.errors import UserError
 from relrank.runs import evaluate_run
@@ -49,11 +50,13 @@ def test_help_explains_every_flag(command, parser):
     subcommand = parser()._subparsers._group_actions[0].choices[command[1]] if len(command) > 1 else parser()
     for flag, _ in documented_flags(subcommand):
         assert flag in result.stdout, flag
-    if command == ["train.py"]:  # the paper's defaults, one line per dataset
+    if command == ["train.py"]:  # the recipes, and each dataset's recipe and paper epochs
         for name, spec in DATASETS.items():
             line = next(line for line in result.stdout.splitlines() if line.split()[:1] == [name])
-            assert f"epochs={spec.defaults['epochs']}" in line and f"model={spec.defaults['model']}" in line
+            assert f"epochs={spec.epochs}" in line and f"recipe={spec.recipe}" in line
         assert "epochs=40" in result.stdout  # LFW-10
+        for name in RECIPES:
+            assert any(line.split()[:1] == [name] for line in result.stdout.splitlines()), name
     if command[0] == "relrank/weights.py":
         assert "Lasagne" in result.stdout and "torchvision" in result.stdout
 
@@ -89,6 +92,7 @@ def test_evaluate_and_load(trained_run):
     result = run_cli("evaluate.py", f"--workdir={workdir}", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     (row,) = json.loads(result.stdout)["results"]
+    assert row["seed"] == 0
     assert row["attr"] == "brightness" and row["step"] == 500 and row["num_pairs"] == 3000
     assert abs(row["accuracy"] - final["test_accuracy"]) < 1e-9
     table = run_cli("evaluate.py", f"--workdir={os.path.dirname(workdir)}")  # a folder of runs
@@ -104,18 +108,22 @@ def test_evaluate_and_load(trained_run):
     assert p.shape == (5,) and np.all((p > 0) & (p < 1))
 
 
-def test_resume_matches_uninterrupted_run(data_dir, tmp_path):
-    """With a schedule (AdamW, warmup, cosine decay) and augmentation, which both continue where they stopped."""
-    config = make_config(epochs=1, data_dir=data_dir, attr="size", checkpoint_every_steps=1000,
-                         optimizer="adamw", schedule="cosine", warmup_fraction=0.1,
+def test_resume_of_a_joint_run_matches_uninterrupted_run(data_dir, tmp_path):
+    """Two attributes on one network, with a schedule (AdamW, warmup, cosine decay) and augmentation,
+    which both continue where they stopped."""
+    config = make_config(epochs=1, data_dir=data_dir, attr="size,pointiness", batch_pairs=32,
+                         checkpoint_every_steps=1000, optimizer="adamw", schedule="cosine", warmup_fraction=0.1,
                          crop_min_scale=0.6, flip=True, color_jitter=0.1, load_size=40)
     summary = train(config, str(tmp_path / "whole"))
-    # Evaluation never augments: re-scoring the saved run gives the accuracy training reported.
-    assert evaluate_run(str(tmp_path / "whole"))["accuracy"] == summary["test_accuracy"]
+    # Evaluation never augments: re-scoring the saved run gives the accuracies training reported.
+    rows = evaluate_run(str(tmp_path / "whole"))
+    assert [r["attr"] for r in rows] == ["size", "pointiness"]
+    assert {r["attr"]: r["accuracy"] for r in rows} == summary["test_accuracy_per_attr"]
+    assert summary["test_accuracy"] == np.mean([r["accuracy"] for r in rows])
     interrupted = train(config, str(tmp_path / "split"), stop_after_steps=90)
     assert interrupted["final_step"] == 90 and interrupted["test_accuracy"] is None
     resumed = train(config, str(tmp_path / "split"))
-    assert resumed["resumed_from_step"] == 90 and resumed["final_step"] == 250
+    assert resumed["resumed_from_step"] == 90 and resumed["final_step"] == summary["final_step"] == 250
     whole, split = relrank.load(str(tmp_path / "whole")), relrank.load(str(tmp_path / "split"))
     for layer in whole.params:
         for kind in ("kernel", "bias"):

@@ -1,0 +1,43 @@
+"""Named training recipes: `train.py --config=NAME`, one small module each.
+
+A recipe is a module with `get_config(dataset) -> dict` of Config fields (and
+model-spec fields such as `block_widths` or `dropout`); the dataset's name lets
+it set per-dataset values such as epochs. Fields it leaves out keep the dataset's
+and the model preset's defaults; every command-line flag overrides it. A path to
+a .py file defining `get_config` works as well as a name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+from relrank.errors import UserError
+
+RECIPES = {
+    "paper": "the paper's protocol: ImageNet VGG-16 fine-tuned with RMSProp (1e-5 / 1e-4), 16 pairs per step",
+    "scratch": "from random init on a CPU: vgg_cpu at 64 px, crops and flips, AdamW with warmup and cosine decay",
+    "demo": "the quickstart: vgg16_small at 32 px from random init, RMSProp at 1e-3",
+}
+
+
+def _module(name: str):
+    if name.endswith(".py"):
+        if not os.path.isfile(name):
+            raise UserError(f"no recipe file {name}")
+        spec = importlib.util.spec_from_file_location(f"relrank_recipe_{os.path.basename(name)[:-3]}", name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    if name not in RECIPES:
+        raise UserError(f"unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)} (or a path to a .py file)")
+    return importlib.import_module(f"relrank.configs.{name}")
+
+
+def recipe_fields(name: str, dataset: str) -> dict:
+    """The fields recipe `name` sets for `dataset`."""
+    module = _module(name)
+    if not hasattr(module, "get_config"):
+        raise UserError(f"recipe {name!r} defines no get_config(dataset)")
+    return dict(module.get_config(dataset))

@@ -1,0 +1,8 @@
+"""The quickstart: the 1/8-width VGG-16 at 32 px from random init, Lasagne's RMSProp at 1e-3 for both
+groups (the paper's fine-tuning rates are far too small without ImageNet weights)."""
+
+
+def get_config(dataset: str) -> dict:
+    del dataset
+    return dict(model="vgg16_small", batch_pairs=16, optimizer="rmsprop", schedule="constant",
+                backbone_lr=1e-3, head_lr=1e-3, weight_decay=1e-5)
