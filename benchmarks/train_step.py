@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--compute_dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
 
-    config = make_config(model=args.model, image_size=args.image_size, batch_pairs=args.batch_pairs,
+    config = make_config(recipe="paper", model=args.model, image_size=args.image_size, batch_pairs=args.batch_pairs,
                          compute_dtype=args.compute_dtype)
     mesh = sharding.make_mesh()
     task = make_task(config)

@@ -247,7 +247,10 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
     all_batches = itertools.chain([first_batch], batches) if first_batch is not None else iter(())
     try:
         for step, batch in enumerate(all_batches, start=start_step + 1):
-            state, metrics = step_fn(state, batch)
+            with signals.deferred() as received:  # the step donates its input state: never stop half-way
+                state, metrics = step_fn(state, batch)
+            if received:
+                raise KeyboardInterrupt
             log.add(step, metrics, images=len(batch["images"]))
             bar.update(1)
             evaluate_now = step % (per_epoch * config.eval_every_epochs) == 0 or step == total_steps
@@ -265,11 +268,8 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
                 save(step)
     except KeyboardInterrupt:
         with signals.deferred():  # a second Ctrl-C must not cut the checkpoint short
-            try:
-                if int(state.step) != checkpoints.latest_step():
-                    save(int(state.step))
-            except RuntimeError:  # interrupted inside a step: its input state was already donated
-                pass
+            if int(state.step) != checkpoints.latest_step():
+                save(int(state.step))
             checkpoints.wait()
         raise _interrupted(workdir) from None
     except BaseException:

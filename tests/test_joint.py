@@ -53,7 +53,7 @@ def test_joined_pairs_keep_every_annotation_once():
 
 
 def test_joint_loss_is_the_per_attribute_losses_averaged_over_annotated_entries():
-    config = make_config(attr="brightness,size,pointiness", model="vgg16_small", weight_decay=0.0,
+    config = make_config(attr="brightness,size,pointiness", model="vgg16_small", weight_decay=0.0, recipe="paper",
                          spec=ModelSpec(block_widths=(4, 4, 8, 8, 8), fc_width=16, dropout=0.0))
     task = make_task(config)
     params = init_params(config)

@@ -52,7 +52,7 @@ def test_l2_counts_kernels_not_biases():
 
 
 def tiny_config(**kw):
-    config = make_config(model="vgg16_small", image_size=32, weight_decay=0.01, **kw)
+    config = make_config(model="vgg16_small", image_size=32, weight_decay=0.01, recipe="paper", **kw)
     import dataclasses
     return dataclasses.replace(config, spec=ModelSpec(block_widths=(4, 4, 8, 8, 8), fc_width=16, dropout=0.0))
 
@@ -152,7 +152,7 @@ def run_optimizer(config, steps, total_steps=None):
 
 
 def test_adamw_matches_numpy_with_decoupled_decay_on_kernels_only():
-    config = make_config(optimizer="adamw", backbone_lr=1e-3, head_lr=1e-2, weight_decay=0.1)
+    config = make_config(recipe="paper", optimizer="adamw", backbone_lr=1e-3, head_lr=1e-2, weight_decay=0.1)
     params, grads, got = run_optimizer(config, 3)
     for layer, lr in (("conv1_1", 1e-3), ("head", 1e-2)):
         for kind in ("kernel", "bias"):
@@ -169,7 +169,7 @@ def test_adamw_matches_numpy_with_decoupled_decay_on_kernels_only():
 
 
 def test_sgd_momentum_matches_numpy():
-    config = make_config(optimizer="sgd", momentum=0.8, backbone_lr=0.05, head_lr=0.5)
+    config = make_config(recipe="paper", optimizer="sgd", momentum=0.8, backbone_lr=0.05, head_lr=0.5)
     params, grads, got = run_optimizer(config, 3)
     for layer, lr in (("conv1_1", 0.05), ("head", 0.5)):
         for kind in ("kernel", "bias"):
@@ -188,7 +188,7 @@ def test_warmup_then_cosine_or_linear_decay():
         expected = [peak * s / 10 for s in range(10)] + [after(k) for k in range(90)]
         np.testing.assert_allclose([float(lr(s)) for s in range(total)], expected, rtol=1e-5, atol=1e-7)
     # In the optimizer, each update uses the rate of its own step (SGD without momentum: update = -lr * g).
-    config = make_config(optimizer="sgd", momentum=0.0, schedule="linear", backbone_lr=1.0, head_lr=1.0)
+    config = make_config(recipe="paper", optimizer="sgd", momentum=0.0, schedule="linear", backbone_lr=1.0, head_lr=1.0)
     params, grads, got = run_optimizer(config, 3, total_steps=4)
     rates = [1.0, 0.75, 0.5]
     expected = params["head"]["bias"] - sum(r * g["head"]["bias"] for r, g in zip(rates, grads))

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent("""
     from relrank.train_step import init_state, jit_train_step, make_task
 
     assert jax.device_count() == 2, jax.devices()
-    config = dataclasses.replace(make_config(model="vgg16_small", image_size=32, batch_pairs=8),
+    config = dataclasses.replace(make_config(model="vgg16_small", image_size=32, batch_pairs=8, recipe="paper"),
                                  spec=ModelSpec(block_widths=(4, 4, 8, 8, 8), fc_width=32))
     task = make_task(config)
     params = jax.tree_util.tree_map(np.asarray, init_params(config))  # host copy: the step donates its input

@@ -18,7 +18,7 @@ from relrank.errors import UserError
 RECIPES = {
     "paper": "the paper's protocol: ImageNet VGG-16 fine-tuned with RMSProp (1e-5 / 1e-4), 16 pairs per step",
     "scratch": "from random init on a CPU: vgg_cpu at 64 px, crops and flips, AdamW with warmup and cosine decay",
-    "demo": "the quickstart: vgg16_small at 32 px from random init, RMSProp at 1e-3",
+    "demo": "the quickstart: vgg16_small at 32 px from random init, RMSProp at 1e-3 with cosine decay",
 }
 
 
