@@ -2,8 +2,9 @@
 
 Layout: <workdir>/checkpoints/<step>/{params, train, config, checksums}. The
 last `keep_checkpoints` steps are kept, and the step with the best validation
-accuracy (test accuracy when the run holds out no validation split). `checksums` holds a fingerprint of every array, checked on restore:
-Orbax restores a bit-flipped file without complaint, relrank does not.
+accuracy (test accuracy when the run holds out no validation split). `checksums`
+holds a fingerprint of every array, checked on restore: Orbax restores a
+bit-flipped file without complaint, relrank does not.
 """
 
 from __future__ import annotations

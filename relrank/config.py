@@ -157,6 +157,11 @@ class Config:
         """The attributes the run ranks, in the order of the network's outputs."""
         return tuple(a for a in self.attr.split(",") if a)
 
+    @property
+    def outputs(self) -> int:
+        """The ranking outputs of the network: one per attribute (one before an attribute is chosen)."""
+        return max(1, len(self.attrs))
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -170,7 +175,7 @@ class Config:
     def model_identity(self) -> dict[str, Any]:
         """The fields that fix the shapes of the parameters."""
         return dict(model=self.model, image_size=self.image_size, spec=dataclasses.asdict(self.spec),
-                    outputs=max(1, len(self.attrs)))
+                    outputs=self.outputs)
 
 
 def make_config(dataset: str = "synthetic", recipe: str | None = None, **overrides: Any) -> Config:

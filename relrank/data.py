@@ -115,8 +115,9 @@ class SplitImages:
     pairs: dict[str, Pairs]
 
 
-def index_images(pairs: dict[str, Pairs]) -> tuple[np.ndarray, dict[str, Pairs]]:
-    """The ids of the images the pairs use, and the pairs re-indexed into rows of that list."""
+def index_images(pairs: dict) -> tuple[np.ndarray, dict]:
+    """The ids of the images the pairs (a dict, keyed by anything) use, and the dict with its pairs re-indexed
+    into rows of that list."""
     ids = np.unique(np.concatenate([p.images() for p in pairs.values()]))
     rows = np.full(int(ids.max()) + 1, -1, np.int64)
     rows[ids] = np.arange(len(ids))

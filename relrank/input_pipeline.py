@@ -70,8 +70,9 @@ class ImageGroups:
     def batch(self, images: np.ndarray, seed: int, step: int) -> dict:
         chosen = np.sort(np.random.default_rng([seed, step]).choice(self.num_images, self.batch_images, replace=False))
         a, b = chosen[self.first], chosen[self.second]
-        position = np.minimum(np.searchsorted(self.sorted_keys, self._keys(a, b)), len(self.sorted_keys) - 1)
-        found = self.sorted_keys[position] == self._keys(a, b)
+        keys = self._keys(a, b)
+        position = np.minimum(np.searchsorted(self.sorted_keys, keys), len(self.sorted_keys) - 1)
+        found = self.sorted_keys[position] == keys
         rows = self.order[position]
         target = self.pairs.target[rows]
         target = np.where((self.pairs.a[rows] == a)[:, None], target, 1.0 - target)  # as (a, b) are ordered here

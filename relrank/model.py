@@ -99,4 +99,4 @@ class VGG16Ranker(nnx.Module):
 def build_model(config: Config) -> VGG16Ranker:
     """A freshly initialised model for `config`, seeded by `config.seed` (weights are ported separately)."""
     return VGG16Ranker(config.spec, config.image_size, rngs=nnx.Rngs(config.seed), dtype=jnp.dtype(config.compute_dtype),
-                       outputs=max(1, len(config.attrs)))
+                       outputs=config.outputs)

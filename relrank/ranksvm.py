@@ -109,14 +109,11 @@ def train_ranksvm(config: Config, workdir: str, data: RankingData | None = None)
     check_usable(workdir)
     data = data or load_dataset_for(config)
     train_pairs, test_pairs = data.pairs_of("train", config.attrs), data.pairs_of("test", config.attrs)
-    ids, _ = index_images({**{f"train {a}": p for a, p in train_pairs.items()},
-                           **{f"test {a}": p for a, p in test_pairs.items()}})
-    rows = np.full(int(ids.max()) + 1, -1, np.int64)
-    rows[ids] = np.arange(len(ids))
+    ids, indexed = index_images({**{("train", a): p for a, p in train_pairs.items()},
+                                 **{("test", a): p for a, p in test_pairs.items()}})
     features = image_features(config, data, ids)
-    w = np.stack([fit_ranksvm(features, train_pairs[attr].remap(rows), c=config.ranksvm_c) for attr in config.attrs],
-                 axis=1)
-    accuracies = accuracy_per_attribute(features @ w, {a: p.remap(rows) for a, p in test_pairs.items()})
+    w = np.stack([fit_ranksvm(features, indexed["train", a], c=config.ranksvm_c) for a in config.attrs], axis=1)
+    accuracies = accuracy_per_attribute(features @ w, {a: indexed["test", a] for a in config.attrs})
     summary = dict(dataset=config.dataset, attr=config.attr, workdir=workdir, method="ranksvm",
                    features=config.ranksvm_features, test_accuracy=float(np.mean(list(accuracies.values()))),
                    test_accuracy_per_attr=accuracies, wall_seconds=round(time.perf_counter() - started, 1))
