@@ -27,11 +27,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "RESULTS.md")
 HEADER = """# Results
 
-One row per `python benchmarks/results.py ...` run (appended by the script): test pair accuracy
+One row per run of the command in its row (appended by `benchmarks/results.py`): test pair accuracy
 (%, the paper's protocol: all test pairs, ground-truth ties skipped, latest checkpoint), the wall
 time of the training process(es) from start to end, the machine and the commit.
 
-| date | dataset | recipe and flags | runs | mean | per attribute | wall | machine | commit |
+| date | dataset | command | runs | mean | per attribute | wall | machine | commit |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 """
 
@@ -96,8 +96,9 @@ def main() -> None:
         runs = "1 joint"
     mean = sum(per_attr.values()) / len(per_attr)
     cells = " ".join(f"{attr} {value:.2f}" for attr, value in per_attr.items())
-    shown = " ".join(f"`{f}`" for f in flags if not f.startswith(("--manual_dir", "--data_dir", "--dataset")))
-    row = (f"| {datetime.date.today()} | {dataset} | {shown} | {runs} | **{mean:.2f}** | {cells} | "
+    command = " ".join(["python benchmarks/results.py"] + [a for a in sys.argv[1:] if not a.startswith(
+        ("--workdir", "--data_dir", "--no_write"))])
+    row = (f"| {datetime.date.today()} | {dataset} | `{command}` | {runs} | **{mean:.2f}** | {cells} | "
            f"{wall / 60:.1f} min | {machine()} | {commit()} |")
     print(row)
     print(f"runs in {root}")
