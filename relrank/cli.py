@@ -134,6 +134,15 @@ def train_parser() -> argparse.ArgumentParser:
         help="zappos1/zappos2: also train on the release's 'equal' pairs (target 0.5)")
     add("--test_pairs_fraction", type=float, help="evaluate a seeded random fraction of the test pairs "
         "(the paper used 0.05 for OSR; default: 1, all of them)")
+    hosts = parser.add_argument_group(
+        "several processes (hosts)", "jax.distributed's own arguments; without them a SLURM, Open MPI or TPU pod "
+        "environment is detected, else the run is one process. Every process gets the same flags but its own "
+        "--process_id; process 0 writes the logs (see the README's launch lines)")
+    hosts.add_argument("--coordinator_address", default=None, help="HOST:PORT of process 0, which serves as coordinator")
+    hosts.add_argument("--num_processes", type=int, default=None, help="how many processes train together")
+    hosts.add_argument("--process_id", type=int, default=None, help="this process's index, 0 .. num_processes-1")
+    hosts.add_argument("--coordinator_timeout", type=float, default=300, help="seconds to wait for the coordinator "
+                       "and the other processes (default: 300)")
     return parser
 
 
@@ -154,19 +163,23 @@ def _attrs(argument: str | None, data) -> tuple[str, ...]:
 
 
 def _train(argv) -> None:
+    from relrank import distributed
     from relrank.data import load_dataset_for
     from relrank.ranksvm import train_ranksvm
     from relrank.trainer import train
     from relrank.workdir import check_usable
 
     args = train_parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("attr", "workdir", "stop_after_steps", "seeds")}
+    launch = ("coordinator_address", "num_processes", "process_id", "coordinator_timeout")
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in ("attr", "workdir", "stop_after_steps", "seeds") + launch}
     base = make_config(**overrides)  # validates flags before any data work
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     if args.workdir:
         check_usable(args.workdir)
-    data = load_dataset_for(base)
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, args.coordinator_timeout)
+    data = distributed.first_on_main(lambda: load_dataset_for(base), "prepare the dataset")
     attrs = _attrs(args.attr, data)
     name = "all" if args.attr == "all" else "+".join(attrs)
     root = args.workdir or os.path.join("runs", base.dataset, name)
@@ -178,9 +191,10 @@ def _train(argv) -> None:
             _print_result(config, summary, "RankSVM test accuracy", workdir)
             continue
         summary = train(config, workdir, stop_after_steps=args.stop_after_steps, data=data)
-        _print_result(config, summary, "test accuracy", workdir,
-                      f" at step {summary['final_step']} ({summary['wall_seconds']:.0f} s; compile "
-                      f"{summary['compile_seconds']:.1f} s)")
+        if distributed.is_main():
+            _print_result(config, summary, "test accuracy", workdir,
+                          f" at step {summary['final_step']} ({summary['wall_seconds']:.0f} s; compile "
+                          f"{summary['compile_seconds']:.1f} s)")
 
 
 def _print_result(config, summary: dict, what: str, workdir: str, details: str = "") -> None:

@@ -187,7 +187,9 @@ class RankingData:
     def load_images(self, indices: np.ndarray, size: int, desc: str = "loading images") -> np.ndarray:
         """Decode the images at `indices`, resized to size x size: uint8 [len(indices), size, size, 3]."""
         out = np.empty((len(indices), size, size, 3), np.uint8)
-        for row, index in enumerate(tqdm(indices, desc=desc, unit="img", leave=False)):
+        from relrank.distributed import is_main
+
+        for row, index in enumerate(tqdm(indices, desc=desc, unit="img", leave=False, disable=not is_main())):
             example = self.source[int(index)]
             if int(example["index"]) != int(index):
                 raise UserError(f"dataset {self.name!r} is out of order at image {index}; delete and rebuild it")

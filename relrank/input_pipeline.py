@@ -15,9 +15,10 @@ Both are a function of (seed, step) only, so a resumed run sees the batches an u
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -41,14 +42,19 @@ def pairs_batch(images: np.ndarray, target: np.ndarray, weight: np.ndarray) -> d
     return dict(images=images.reshape(2 * n, *images.shape[2:]), a=a, b=a + 1, target=target, weight=weight)
 
 
-def make_batch(images: np.ndarray, pairs: LabelledPairs, order: np.ndarray, batch_pairs: int) -> dict:
-    """Gather the pairs `order` (at most batch_pairs) into a pair batch, padding with weight-0 pairs."""
+def pair_plan(pairs: LabelledPairs, order: np.ndarray, batch_pairs: int) -> dict:
+    """The plan of a pair batch of the pairs `order` (at most batch_pairs), padded with weight-0 pairs.
+
+    A plan is a batch whose `rows` [N] name the images (rows of the split) instead of holding them.
+    """
     n = len(order)
     pad = batch_pairs - n
     index = np.concatenate([order, np.zeros(pad, order.dtype)]) if pad else order
     real = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    return pairs_batch(np.stack([images[pairs.a[index]], images[pairs.b[index]]], axis=1), pairs.target[index],
-                       pairs.labelled[index] * real[:, None])
+    a = np.arange(0, 2 * batch_pairs, 2, dtype=np.int32)
+    rows = np.stack([pairs.a[index], pairs.b[index]], axis=1).reshape(-1)
+    return dict(rows=rows, a=a, b=a + 1, target=pairs.target[index],
+                weight=(pairs.labelled[index] * real[:, None]).astype(np.float32))
 
 
 class ImageGroups:
@@ -67,7 +73,7 @@ class ImageGroups:
     def _keys(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.minimum(a, b).astype(np.int64) * self.num_images + np.maximum(a, b)
 
-    def batch(self, images: np.ndarray, seed: int, step: int) -> dict:
+    def plan(self, seed: int, step: int) -> dict:
         chosen = np.sort(np.random.default_rng([seed, step]).choice(self.num_images, self.batch_images, replace=False))
         a, b = chosen[self.first], chosen[self.second]
         keys = self._keys(a, b)
@@ -77,23 +83,51 @@ class ImageGroups:
         target = self.pairs.target[rows]
         target = np.where((self.pairs.a[rows] == a)[:, None], target, 1.0 - target)  # as (a, b) are ordered here
         weight = self.pairs.labelled[rows] * found[:, None]
-        return dict(images=images[chosen], a=self.first, b=self.second, target=target.astype(np.float32),
+        return dict(rows=chosen, a=self.first, b=self.second, target=target.astype(np.float32),
                     weight=weight.astype(np.float32))
 
 
+@dataclasses.dataclass
+class BatchPlans:
+    """The plan of the batch of any global step: a function of (seed, step) only, so resuming is exact."""
+
+    pairs: LabelledPairs
+    num_images: int
+    batch_pairs: int
+    seed: int
+    batch_images: int = 0
+
+    def __post_init__(self):
+        self.groups = ImageGroups(self.pairs, self.num_images, self.batch_images) if self.batch_images else None
+        self.per_epoch = steps_per_epoch(len(self.pairs), self.batch_pairs, self.batch_images)
+
+    @property
+    def images_per_batch(self) -> int:
+        return self.batch_images or 2 * self.batch_pairs
+
+    def __call__(self, step: int) -> dict:
+        """The plan of the batch that trains step `step` + 1 (steps count from 0 here)."""
+        if self.groups is not None:
+            return self.groups.plan(self.seed, step)
+        epoch, k = divmod(step, self.per_epoch)
+        order = epoch_order(len(self.pairs), self.seed, epoch)[k * self.batch_pairs : (k + 1) * self.batch_pairs]
+        return pair_plan(self.pairs, order, self.batch_pairs)
+
+
+def fill(plan: dict, images_of: Callable[[np.ndarray], np.ndarray], rows: slice = slice(None)) -> dict:
+    """A batch from a plan: the images of its `rows` (all, or this process's share), fetched by `images_of`."""
+    batch = dict(plan)
+    batch["images"] = images_of(batch.pop("rows")[rows])
+    return batch
+
+
 def train_batches(images: np.ndarray, pairs: LabelledPairs, batch_pairs: int, seed: int, start_step: int,
-                  end_step: int, batch_images: int = 0) -> Iterator[dict]:
-    """Batches for global steps [start_step, end_step): pair batches, or image groups with `batch_images`."""
-    if batch_images:
-        groups = ImageGroups(pairs, len(images), batch_images)
-        for step in range(start_step, end_step):
-            yield groups.batch(images, seed, step)
-        return
-    per_epoch = steps_per_epoch(len(pairs), batch_pairs)
+                  end_step: int, batch_images: int = 0, rows: slice = slice(None)) -> Iterator[dict]:
+    """In-memory batches for global steps [start_step, end_step): pair batches, or image groups with
+    `batch_images`; `rows` keeps this process's share of each batch's images."""
+    plans = BatchPlans(pairs, len(images), batch_pairs, seed, batch_images)
     for step in range(start_step, end_step):
-        epoch, k = divmod(step, per_epoch)
-        order = epoch_order(len(pairs), seed, epoch)[k * batch_pairs : (k + 1) * batch_pairs]
-        yield make_batch(images, pairs, order, batch_pairs)
+        yield fill(plans(step), images.__getitem__, rows)
 
 
 def prefetch(iterable: Iterable, size: int = 2) -> Iterator:

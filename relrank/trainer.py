@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -15,7 +16,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from relrank import augment, checkpoint, input_pipeline, sharding, signals
+from relrank import augment, checkpoint, distributed, input_pipeline, sharding, signals
 from relrank.config import Config, dumps
 from relrank.data import LabelledPairs, RankingData, SplitImages, hold_out, load_dataset_for
 from relrank.errors import Interrupted, UserError
@@ -30,10 +31,12 @@ class MetricsLog:
     """<workdir>/metrics.jsonl: training metrics averaged over each logging interval, and evaluations.
 
     Step metrics stay on the device until `flush`, so logging never waits for a step to finish.
+    Processes other than 0 check the loss but write nothing.
     """
 
     def __init__(self, path: str, steps_per_epoch: int, last_checkpoint: Callable[[], str]):
         self.path = path
+        self.writes = distributed.is_main()
         self.steps_per_epoch = steps_per_epoch
         self.last_checkpoint = last_checkpoint
         self.pending: list[tuple[int, dict]] = []
@@ -41,7 +44,7 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after `step` (by a run that stopped before checkpointing them) and broken lines."""
-        if os.path.exists(self.path):
+        if self.writes and os.path.exists(self.path):
             rows = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
             write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
@@ -71,6 +74,8 @@ class MetricsLog:
         return row
 
     def write(self, **row) -> None:
+        if not self.writes:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -120,8 +125,12 @@ def _restore_or_init(config: Config, workdir: str, mesh, total_steps: int):
             print(f"warning: {error}", file=sys.stderr)
             unreadable.append(step)
             continue
-        for bad in unreadable:
-            print(f"moved unreadable step {bad} to {checkpoints.set_aside(bad)}", file=sys.stderr)
+        if distributed.is_main():
+            for bad in unreadable:
+                print(f"moved unreadable step {bad} to {checkpoints.set_aside(bad)}", file=sys.stderr)
+        if unreadable:
+            distributed.barrier("unreadable checkpoints set aside")
+            checkpoints.manager.reload()
         if unreadable:
             print(f"resuming from step {step}, the newest readable checkpoint", file=sys.stderr)
         return checkpoints, resumed, state, step
@@ -166,7 +175,7 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None, dat
                 train_pairs, eval_pairs["val"] = hold_out(train_pairs, config.val_fraction, config.seed)
             train_split = data.split_images(train_pairs, augment.train_size(config), "train")
             eval_splits = {name: data.split_images(pairs, config.image_size, name) for name, pairs in eval_pairs.items()}
-            with exclusive(workdir):
+            with exclusive(workdir) if distributed.is_main() else contextlib.nullcontext():
                 return _train(config, workdir, train_split, eval_splits, stop_after_steps, started)
         except KeyboardInterrupt:
             raise _interrupted(workdir) from None
@@ -174,7 +183,8 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None, dat
 
 def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: dict[str, SplitImages],
            stop_after_steps: int | None, started: float) -> dict:
-    mesh = sharding.make_mesh()
+    distributed.check_same_config(config)
+    mesh = sharding.global_mesh()
     if config.batch_images:
         sharding.check_divisible(config.batch_images, mesh, "--batch_images")
         if config.batch_images > len(train_split.ids):
@@ -188,7 +198,8 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
     checkpoints, config, state, resume_step = _restore_or_init(config, workdir, mesh, total_steps)
     task = make_task(config, total_steps)
     state = sharding.put_replicated(state, mesh)
-    write_atomic(os.path.join(workdir, "config.json"), dumps(config))
+    if distributed.is_main():
+        write_atomic(os.path.join(workdir, "config.json"), dumps(config))
 
     start_step = int(state.step)
     end_step = total_steps if stop_after_steps is None else min(total_steps, start_step + stop_after_steps)
@@ -199,7 +210,7 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
         row = {}
         for name in sorted(eval_splits, reverse=True):  # val first: it selects the best checkpoint
             split = eval_splits[name]
-            scores = apply_in_batches(lambda x: score_fn(params, x), split.images, config.eval_batch_images,
+            scores = apply_in_batches(lambda x: score_fn(params, sharding.put_images(x, mesh)), split.images, config.eval_batch_images,
                                       desc=f"scoring {name}")
             per_attr = accuracy_per_attribute(scores, split.pairs)
             row[f"{name}_accuracy"] = float(np.mean(list(per_attr.values())))
@@ -207,11 +218,12 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
                 row[f"{name}_accuracy_per_attr"] = per_attr
         return row
 
+    rows = sharding.process_rows(config.batch_images or 2 * config.batch_pairs, mesh)
     batches = input_pipeline.prefetch(
         sharding.put_batch(b, mesh)
         for b in input_pipeline.train_batches(
             train_split.images, train_pairs, config.batch_pairs, config.seed, start_step, end_step,
-            config.batch_images,
+            config.batch_images, rows,
         )
     )
     compile_start = time.perf_counter()
@@ -230,7 +242,8 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
     log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), per_epoch, last_checkpoint)
     log.truncate_after(start_step)
     evaluation = None
-    bar = tqdm(total=end_step, initial=start_step, desc=f"{config.dataset}/{_attrs_label(config)}", unit="step")
+    bar = tqdm(total=end_step, initial=start_step, desc=f"{config.dataset}/{_attrs_label(config)}", unit="step",
+               disable=not distributed.is_main())
 
     def flush() -> None:
         row = log.flush()
@@ -262,7 +275,8 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
                           **evaluation)
                 shown = ", ".join(f"{name.replace('_', ' ')} {value:.2f}%" for name, value in evaluation.items()
                                   if name.endswith("_accuracy"))
-                bar.write(f"epoch {step / per_epoch:g}: {shown}")
+                if distributed.is_main():
+                    bar.write(f"epoch {step / per_epoch:g}: {shown}")
                 save(step, {name: v for name, v in evaluation.items() if name in checkpoint.SELECTION_METRICS})
             elif step % config.checkpoint_every_steps == 0 or step == end_step:
                 save(step)
@@ -287,10 +301,11 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
             evaluation = evaluate_params(state.params)
         summary.update(dict(test_accuracy=None), **(evaluation or {}))
         summary.update(final_step=int(state.step), best_step=best, wall_seconds=round(time.perf_counter() - started, 1))
-        if os.path.exists(log.path):
+        if distributed.is_main() and os.path.exists(log.path):
             title = f"{config.dataset} / {_attrs_label(config)}"
             summary["curves"] = plot_curves(log.path, os.path.join(workdir, "curves.png"), title)
-        write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
+        if distributed.is_main():
+            write_atomic(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     if received:
         raise _interrupted(workdir)
     return summary

@@ -1,0 +1,98 @@
+"""Several processes: two CPU processes on localhost train exactly like one process with two devices."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from conftest import REPO
+
+COMMON = ("--epochs=1", "--stop_after_steps=12", "--batch_pairs=8", "--log_every_steps=4", "--checkpoint_every_steps=6")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def launch(processes: int, *args, env=None) -> list[subprocess.CompletedProcess]:
+    """Start `processes` train.py processes joined by a coordinator on localhost; wait for all."""
+    port = free_port()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+    started = [
+        subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *args,
+                          f"--coordinator_address=localhost:{port}", f"--num_processes={processes}",
+                          f"--process_id={k}", "--coordinator_timeout=60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        for k in range(processes)
+    ]
+    results = []
+    for p in started:
+        out, err = p.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return results
+
+
+def final_params(workdir: str) -> tuple[int, list[np.ndarray]]:
+    from relrank.checkpoint import Checkpoints, abstract
+    from relrank.network import abstract_params
+
+    checkpoints = Checkpoints(workdir, read_only=True)
+    step = checkpoints.latest_step()
+    config = checkpoints.restore_config(step)
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    params = checkpoints.restore_params(step, abstract(abstract_params(config), one_device))
+    checkpoints.close()
+    return step, [np.asarray(x) for x in jax.tree_util.tree_leaves(params)]
+
+
+def test_two_processes_match_one_process_with_two_devices(data_dir, tmp_path):
+    two = launch(2, f"--data_dir={data_dir}", f"--workdir={tmp_path / 'two'}", *COMMON)
+    for k, result in enumerate(two):
+        assert result.returncode == 0, f"process {k}: {result.stderr[-3000:]}"
+    one = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), f"--data_dir={data_dir}",
+                          f"--workdir={tmp_path / 'one'}", *COMMON], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    step_two, params_two = final_params(str(tmp_path / "two"))
+    step_one, params_one = final_params(str(tmp_path / "one"))
+    assert step_two == step_one == 12
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(params_two, params_one))
+    moved = max(float(np.max(np.abs(a))) for a in params_one)
+    assert diff <= 1e-5, diff
+    assert moved > 0
+    # Process 0 alone logs: one row per logging interval, once; process 1 prints no result.
+    def logged(run):
+        return [(row["step"], round(row["loss"], 4)) for row in map(json.loads, (tmp_path / run / "metrics.jsonl").open())]
+
+    assert logged("two") == logged("one") and len(logged("two")) == len(set(logged("two")))
+    assert "synthetic/brightness:" in two[0].stdout and "synthetic/brightness:" not in two[1].stdout
+
+
+def test_processes_that_disagree_on_the_config_refuse_naming_the_field(data_dir, tmp_path):
+    port_args = (f"--data_dir={data_dir}", f"--workdir={tmp_path / 'run'}", *COMMON)
+    port = free_port()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *port_args, f"--seed={k}",
+                               f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={k}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+             for k in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 2, err[-2000:]
+        assert "disagree on the config field 'seed'" in err.strip().splitlines()[-1]
+
+
+def test_unreachable_coordinator_is_a_one_line_error_after_a_bounded_wait(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), f"--workdir={tmp_path / 'run'}",
+                             f"--coordinator_address=localhost:{free_port()}", "--num_processes=2", "--process_id=1",
+                             "--coordinator_timeout=2"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "cannot reach the coordinator localhost:" in result.stderr and "within 2 s" in result.stderr
