@@ -121,6 +121,12 @@ def train_parser() -> argparse.ArgumentParser:
     add("--ranksvm_c", type=float, help="ranksvm cost of each violated pair (default: 0.1, Parikh & Grauman's)")
     add("--image_size", type=int, help="input side in pixels, a multiple of 32 (default: 224 for vgg16, 32 for vgg16_small)")
     add("--compute_dtype", choices=["float32", "bfloat16"], help="dtype of the forward/backward pass; parameters stay float32")
+    add("--input_pipeline", choices=["auto", "memory", "streaming"], help="memory: decode every image once into a "
+        "table in RAM; streaming: grain worker processes read and decode each batch's images from the prepared "
+        "dataset (for datasets larger than memory); auto (default): memory when the tables fit in a quarter of the "
+        "RAM (at most 16 GiB). Both give the same batches")
+    add("--data_workers", type=int, help="worker processes of the streaming pipeline (default: 0, one per core but "
+        "one, at most 8)")
     add("--eval_batch_images", type=int, help="images per scoring batch at evaluation (default: 128)")
     add("--checkpoint_every_steps", type=int, help="save a checkpoint every N steps, besides each epoch's end (default: 500)")
     add("--keep_checkpoints", type=int, help="how many recent checkpoints to keep; the best one is kept too (default: 3)")

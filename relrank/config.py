@@ -79,6 +79,7 @@ SPEC_FLAGS = ("block_widths", "block_depths", "fc_width", "dropout", "norm", "ze
 
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")  # see relrank/optim.py
 SCHEDULES = ("constant", "cosine", "linear")
+INPUT_PIPELINES = ("auto", "memory", "streaming")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +141,8 @@ class Config:
     ranksvm_c: float = 0.1
     compute_dtype: str = "float32"
     eval_batch_images: int = 128
+    input_pipeline: str = "auto"  # memory: decode every image once into a table; streaming: grain workers read them
+    data_workers: int = 0  # grain worker processes of the streaming pipeline (0: one per core but one, at most 8)
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
     log_every_steps: int = 10
@@ -270,6 +273,10 @@ def _validate(config: Config) -> None:
         raise UserError(f"--ranksvm_features must be dataset or fc7, got {config.ranksvm_features!r}")
     if not 0 < config.test_pairs_fraction <= 1:
         raise UserError(f"--test_pairs_fraction must be in (0, 1], got {config.test_pairs_fraction}")
+    if config.input_pipeline not in INPUT_PIPELINES:
+        raise UserError(f"--input_pipeline must be one of {', '.join(INPUT_PIPELINES)}, got {config.input_pipeline!r}")
+    if config.data_workers < 0:
+        raise UserError(f"--data_workers must be >= 0, got {config.data_workers}")
     if config.compute_dtype not in ("float32", "bfloat16"):
         raise UserError(f"--compute_dtype must be float32 or bfloat16, got {config.compute_dtype!r}")
 

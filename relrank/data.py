@@ -107,11 +107,37 @@ class LabelledPairs:
 
 
 @dataclasses.dataclass
+class StoredImages:
+    """A split's images read from the prepared dataset when asked for (row i is image ids[i]), never all at once.
+
+    `images[rows]` decodes those rows at size x size: what the streaming input pipeline reads in its workers.
+    """
+
+    source: object
+    ids: np.ndarray
+    size: int
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        ids = self.ids[rows]
+        out = np.empty((len(ids), self.size, self.size, 3), np.uint8)
+        for k, index in enumerate(ids):
+            out[k] = _decode_stored(self.source, int(index), self.size, self.name)
+        return out
+
+
+@dataclasses.dataclass
 class SplitImages:
-    """One split's images (row i is dataset image ids[i]) and its pairs per attribute, indexing those rows."""
+    """One split's images (row i is dataset image ids[i]) and its pairs per attribute, indexing those rows.
+
+    `images` is a uint8 table in memory, or a `StoredImages` that decodes rows when asked.
+    """
 
     ids: np.ndarray
-    images: np.ndarray
+    images: np.ndarray | StoredImages
     pairs: dict[str, Pairs]
 
 
@@ -179,9 +205,12 @@ class RankingData:
                 raise UserError(f"dataset {self.name!r} has no {split} pairs for attribute {attr!r}")
         return pairs
 
-    def split_images(self, pairs: dict[str, Pairs], size: int, desc: str) -> SplitImages:
-        """The images `pairs` use, decoded once at size x size, and the pairs re-indexed into them."""
+    def split_images(self, pairs: dict[str, Pairs], size: int, desc: str, in_memory: bool = True) -> SplitImages:
+        """The images `pairs` use at size x size (decoded once into memory, or `StoredImages` read when used),
+        and the pairs re-indexed into them."""
         ids, indexed = index_images(pairs)
+        if not in_memory:
+            return SplitImages(ids, StoredImages(self.source, ids, size, self.name), indexed)
         return SplitImages(ids, self.load_images(ids, size, desc=f"loading {desc} images"), indexed)
 
     def load_images(self, indices: np.ndarray, size: int, desc: str = "loading images") -> np.ndarray:
@@ -190,11 +219,15 @@ class RankingData:
         from relrank.distributed import is_main
 
         for row, index in enumerate(tqdm(indices, desc=desc, unit="img", leave=False, disable=not is_main())):
-            example = self.source[int(index)]
-            if int(example["index"]) != int(index):
-                raise UserError(f"dataset {self.name!r} is out of order at image {index}; delete and rebuild it")
-            out[row] = to_uint8_rgb(example["image"], size)  # encoded bytes: one decoder everywhere
+            out[row] = _decode_stored(self.source, int(index), size, self.name)
         return out
+
+
+def _decode_stored(source, index: int, size: int, dataset: str) -> np.ndarray:
+    example = source[index]
+    if int(example["index"]) != index:
+        raise UserError(f"dataset {dataset!r} is out of order at image {index}; delete and rebuild it")
+    return to_uint8_rgb(example["image"], size)  # encoded bytes: one decoder everywhere
 
 
 def check_attribute(data: RankingData, attr: str) -> None:

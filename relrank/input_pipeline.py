@@ -100,6 +100,12 @@ class BatchPlans:
     def __post_init__(self):
         self.groups = ImageGroups(self.pairs, self.num_images, self.batch_images) if self.batch_images else None
         self.per_epoch = steps_per_epoch(len(self.pairs), self.batch_pairs, self.batch_images)
+        self._order = (-1, np.zeros(0, np.int64))  # (epoch, its pair order): one shuffle per epoch, not per step
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        if self._order[0] != epoch:
+            self._order = (epoch, epoch_order(len(self.pairs), self.seed, epoch))
+        return self._order[1]
 
     @property
     def images_per_batch(self) -> int:
@@ -110,7 +116,7 @@ class BatchPlans:
         if self.groups is not None:
             return self.groups.plan(self.seed, step)
         epoch, k = divmod(step, self.per_epoch)
-        order = epoch_order(len(self.pairs), self.seed, epoch)[k * self.batch_pairs : (k + 1) * self.batch_pairs]
+        order = self.epoch_order(epoch)[k * self.batch_pairs : (k + 1) * self.batch_pairs]
         return pair_plan(self.pairs, order, self.batch_pairs)
 
 

@@ -16,9 +16,9 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from relrank import augment, checkpoint, distributed, input_pipeline, sharding, signals
+from relrank import augment, checkpoint, distributed, input_pipeline, sharding, signals, streaming
 from relrank.config import Config, dumps
-from relrank.data import LabelledPairs, RankingData, SplitImages, hold_out, load_dataset_for
+from relrank.data import LabelledPairs, RankingData, SplitImages, StoredImages, hold_out, load_dataset_for
 from relrank.errors import Interrupted, UserError
 from relrank.figures import plot_curves
 from relrank.metrics import accuracy_per_attribute
@@ -173,12 +173,29 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None, dat
             eval_pairs = dict(test=data.pairs_of("test", config.attrs))
             if config.val_fraction:
                 train_pairs, eval_pairs["val"] = hold_out(train_pairs, config.val_fraction, config.seed)
-            train_split = data.split_images(train_pairs, augment.train_size(config), "train")
-            eval_splits = {name: data.split_images(pairs, config.image_size, name) for name, pairs in eval_pairs.items()}
+            in_memory = _keep_in_memory(config, train_pairs, eval_pairs)
+            train_split = data.split_images(train_pairs, augment.train_size(config), "train", in_memory)
+            eval_splits = {name: data.split_images(pairs, config.image_size, name, in_memory)
+                           for name, pairs in eval_pairs.items()}
             with exclusive(workdir) if distributed.is_main() else contextlib.nullcontext():
                 return _train(config, workdir, train_split, eval_splits, stop_after_steps, started)
         except KeyboardInterrupt:
             raise _interrupted(workdir) from None
+
+
+def _keep_in_memory(config: Config, train_pairs: dict, eval_pairs: dict) -> bool:
+    """Whether the images go into tables in memory (else they stream): --input_pipeline, or by their size."""
+    if config.input_pipeline != "auto":
+        return config.input_pipeline == "memory"
+    count = lambda pairs: len(np.unique(np.concatenate([p.images() for p in pairs.values()])))  # noqa: E731
+    needed = streaming.table_bytes(count(train_pairs), augment.train_size(config)) + sum(
+        streaming.table_bytes(count(pairs), config.image_size) for pairs in eval_pairs.values())
+    if needed <= streaming.memory_budget():
+        return True
+    if distributed.is_main():
+        print(f"streaming the images: their tables would take {needed / 2**30:.1f} GiB, more than "
+              f"{streaming.memory_budget() / 2**30:.1f} GiB (--input_pipeline=memory to load them anyway)", file=sys.stderr)
+    return False
 
 
 def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: dict[str, SplitImages],
@@ -218,14 +235,16 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
                 row[f"{name}_accuracy_per_attr"] = per_attr
         return row
 
-    rows = sharding.process_rows(config.batch_images or 2 * config.batch_pairs, mesh)
-    batches = input_pipeline.prefetch(
-        sharding.put_batch(b, mesh)
-        for b in input_pipeline.train_batches(
-            train_split.images, train_pairs, config.batch_pairs, config.seed, start_step, end_step,
-            config.batch_images, rows,
-        )
-    )
+    plans = input_pipeline.BatchPlans(train_pairs, len(train_split.ids), config.batch_pairs, config.seed,
+                                      config.batch_images)
+    rows = sharding.process_rows(plans.images_per_batch, mesh)
+    if isinstance(train_split.images, StoredImages):
+        local_batches = streaming.streaming_batches(plans, train_split.images, start_step, end_step, rows,
+                                                    config.data_workers or streaming.default_workers())
+    else:
+        local_batches = (input_pipeline.fill(plans(step), train_split.images.__getitem__, rows)
+                         for step in range(start_step, end_step))
+    batches = input_pipeline.prefetch(sharding.put_batch(b, mesh) for b in local_batches)
     compile_start = time.perf_counter()
     first_batch = next(batches, None)
     step_fn = jit_train_step(task, mesh).lower(state, first_batch).compile() if first_batch is not None else None
@@ -234,6 +253,7 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
     summary = dict(
         dataset=config.dataset, attr=config.attr, workdir=workdir, compile_seconds=round(compile_seconds, 2),
         steps_per_epoch=per_epoch, total_steps=total_steps, resumed_from_step=resume_step,
+        input_pipeline="streaming" if isinstance(train_split.images, StoredImages) else "memory",
     )
     def last_checkpoint() -> str:
         last = checkpoints.latest_step()

@@ -1,0 +1,77 @@
+"""The streaming input pipeline, for datasets whose images do not fit in memory.
+
+grain worker processes build each step's batch: its plan (a function of seed and step,
+see input_pipeline.BatchPlans), then this process's share of its images, read from the
+prepared array_record files and decoded there. Batches come out in step order, the same
+batches the in-memory table gives. The pipeline's position is the step: a checkpoint's
+step is all a resumed run needs to continue with the batch an uninterrupted one would see.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Iterator
+
+from relrank.data import StoredImages
+from relrank.input_pipeline import BatchPlans, fill
+
+MEMORY_FRACTION = 0.25  # --input_pipeline=auto keeps image tables in memory up to this share of the RAM
+MEMORY_CAP = 16 * 2**30
+
+
+def memory_budget() -> int:
+    """Bytes of image tables that --input_pipeline=auto keeps in memory."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        ram = 8 * 2**30
+    return int(min(MEMORY_CAP, MEMORY_FRACTION * ram))
+
+
+def table_bytes(num_images: int, size: int) -> int:
+    return num_images * size * size * 3
+
+
+class StepBatch:
+    """Step -> batch with this process's rows of the images; sent to each grain worker (so picklable)."""
+
+    def __init__(self, plans: BatchPlans, images: StoredImages, rows: slice):
+        self.plans, self.images, self.rows = plans, images, rows
+
+    def __call__(self, step: int) -> dict:
+        return fill(self.plans(int(step)), self.images.__getitem__, self.rows)
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def streaming_batches(plans: BatchPlans, images: StoredImages, start_step: int, end_step: int,
+                      rows: slice = slice(None), workers: int = 0) -> Iterator[dict]:
+    """Batches of steps [start_step, end_step), decoded by `workers` grain processes (0: in this process)."""
+    import grain
+
+    if end_step <= start_step:
+        return iter(())
+    dataset = grain.MapDataset.range(start_step, end_step).map(StepBatch(plans, images, rows)).to_iter_dataset()
+    if workers:
+        _parse_absl_flags()
+        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
+    return iter(dataset)
+
+
+def _parse_absl_flags() -> None:
+    """grain's worker processes read absl flags, which a plain argparse program has not parsed."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS(sys.argv[:1])
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (Linux ru_maxrss is in KiB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
