@@ -11,4 +11,7 @@ import importlib
 
 
 def builder_class(builder: str):
+    from relrank_datasets.spill_files import use_local_files
+
+    use_local_files()
     return importlib.import_module(f"relrank_datasets.{builder}.{builder}_dataset_builder").Builder

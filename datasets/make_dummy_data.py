@@ -126,6 +126,27 @@ def pairs_csv() -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def placepulse() -> None:
+    """30 readable images, one id with no file and one file that does not decode; every pair voted on 3 categories."""
+    local = np.random.default_rng(1)
+    root = os.path.join(HERE, "placepulse", "dummy_data")
+    ids = [f"{local.integers(16 ** 12):012x}{k:012x}" for k in range(32)]
+    for k, image_id in enumerate(ids[:30]):
+        name = f"{image_id}.jpg" if k % 2 else f"40.{k:04d}_-73.{k:04d}_{image_id}_Dummy City.JPG"  # both namings
+        write_image(os.path.join(root, "images", name))
+    with open(os.path.join(root, "images", f"{ids[30]}.jpg"), "w") as f:
+        f.write("not an image")
+    # ids[31] has votes and no file.
+    with open(os.path.join(root, "votes.csv"), "w") as f:
+        f.write("left_id,right_id,winner,left_lat,left_long,right_lat,right_long,category\n")
+        for i in range(len(ids)):
+            for j in range(i + 1, len(ids)):
+                for category in ("safety", "lively", "wealthy"):
+                    left, right = (ids[i], ids[j]) if local.uniform() < 0.5 else (ids[j], ids[i])
+                    winner = local.choice(["left", "right", "equal"], p=[0.45, 0.45, 0.1])
+                    f.write(f"{left},{right},{winner},40.7,-73.9,40.8,-73.9,{category}\n")
+
+
 if __name__ == "__main__":
     parikh_grauman("pubfig", "images", ["Male", "White", "Young"], ["AliceA", "BobB", "CarlC", "DanaD"], 4)
     parikh_grauman("osr", "spatial_envelope_256x256_static_8outdoorcategories",
@@ -134,3 +155,4 @@ if __name__ == "__main__":
     lfw10()
     zappos()
     pairs_csv()
+    placepulse()

@@ -6,6 +6,8 @@ Pairs live in the dataset's metadata as a separate index:
   metadata['attributes'] = [attribute names]
   metadata['pair_sets'][split][attribute] = {'a': [...], 'b': [...], 'target': [...]}
 with image indices a, b and targets 1 (a shows more), 0 (less) or 0.5 (tie).
+`PairIndexMetadata` keeps those arrays in pair_index.npz beside metadata.json (three
+compact arrays per pair set, however many pairs: no Python object per pair).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 IMAGES_SPLIT = "images"
 
@@ -32,8 +35,53 @@ def image_features(image_size: int | None, num_attributes: int | None = None, ex
 
 
 def encode(a: np.ndarray, b: np.ndarray, target: np.ndarray) -> dict:
-    """Explicit pairs: image a[i] vs b[i] with target[i]."""
-    return {"a": [int(x) for x in a], "b": [int(x) for x in b], "target": [float(t) for t in target]}
+    """Explicit pairs: image a[i] vs b[i] with target[i] (stored by `PairIndexMetadata` as arrays)."""
+    return {"a": np.asarray(a, np.int64), "b": np.asarray(b, np.int64), "target": np.asarray(target, np.float32)}
+
+
+PAIR_ARRAYS_FILE = "pair_index.npz"
+
+
+class PairIndexMetadata(tfds.core.Metadata, dict):
+    """The builders' metadata: JSON, except the arrays of explicit pairs, which go to pair_index.npz.
+
+    Metadata written as JSON lists by earlier versions loads unchanged. (Not a MetadataDict:
+    TFDS would replace one with its plain lazy JSON reader.)
+    """
+
+    def save_metadata(self, data_dir):
+        arrays, described = {}, dict(self)
+        described["pair_sets"] = {
+            split: {attr: self._store(pairs, arrays) for attr, pairs in by_attr.items()}
+            for split, by_attr in self.get("pair_sets", {}).items()
+        }
+        with epath.Path(data_dir, PAIR_ARRAYS_FILE).open("wb") as f:
+            np.savez(f, **arrays)
+        tfds.core.MetadataDict(described).save_metadata(data_dir)
+
+    @staticmethod
+    def _store(pairs: dict, arrays: dict) -> dict:
+        if "a" not in pairs:
+            return pairs  # all pairs of a group, annotated by strengths: small, kept in the JSON
+        key = f"set{len(arrays) // 3}"
+        for field in ("a", "b", "target"):
+            arrays[f"{key}_{field}"] = np.asarray(pairs[field])
+        return {"arrays": key}
+
+    def load_metadata(self, data_dir):
+        described = tfds.core.MetadataDict()
+        described.load_metadata(data_dir)
+        self.clear()
+        self.update(described)
+        path = epath.Path(data_dir, PAIR_ARRAYS_FILE)
+        if not path.exists():
+            return
+        with path.open("rb") as f, np.load(f, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        for by_attr in self.get("pair_sets", {}).values():
+            for attr, pairs in by_attr.items():
+                if "arrays" in pairs:
+                    by_attr[attr] = {field: arrays[f"{pairs['arrays']}_{field}"] for field in ("a", "b", "target")}
 
 
 def encode_all_pairs(images: np.ndarray, strengths: np.ndarray) -> dict:

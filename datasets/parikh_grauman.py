@@ -30,7 +30,7 @@ class Builder(pair_index.ImageFilesBuilder, skip_registration=True):
         feat = tfds.features.Tensor(shape=(None,), dtype=np.float32)
         return self.dataset_info_from_configs(
             features=pair_index.image_features(None, extra={"feat": feat}),
-            metadata=tfds.core.MetadataDict(),
+            metadata=pair_index.PairIndexMetadata(),
             disable_shuffling=True,
             homepage="https://www.cc.gatech.edu/~parikh/relative.html",
         )

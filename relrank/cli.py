@@ -25,6 +25,19 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def _use_compilation_cache() -> None:
+    """Keep compiled XLA programs between runs (JAX's persistent cache): a rerun skips most compile time.
+
+    In $JAX_COMPILATION_CACHE_DIR when set, else ~/.cache/relrank/xla (under $XDG_CACHE_HOME when set).
+    """
+    import jax
+
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        cache_root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        jax.config.update("jax_compilation_cache_dir", os.path.join(cache_root, "relrank", "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted command
 
@@ -34,6 +47,7 @@ def _run(main, argv) -> int:
     from relrank.signals import sigterm_as_keyboard_interrupt
 
     _quiet_libraries()
+    _use_compilation_cache()
     try:
         with sigterm_as_keyboard_interrupt():
             main(argv)

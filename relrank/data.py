@@ -106,6 +106,20 @@ class LabelledPairs:
         return cls(row_a, row_b, joined_target, labelled)
 
 
+class ImageRecords:
+    """The prepared 'images' split's records, decoded as the TFDS source decodes them, without its DatasetInfo
+    (which holds the pair index): small to send to each worker process of the streaming pipeline."""
+
+    def __init__(self, source):
+        self.records, self.features, self.decoders = source.data_source, source.dataset_info.features, source.decoders
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.features.deserialize_example_np(self.records[index], decoders=self.decoders)
+
+
 @dataclasses.dataclass
 class StoredImages:
     """A split's images read from the prepared dataset when asked for (row i is image ids[i]), never all at once.
@@ -210,7 +224,7 @@ class RankingData:
         and the pairs re-indexed into them."""
         ids, indexed = index_images(pairs)
         if not in_memory:
-            return SplitImages(ids, StoredImages(self.source, ids, size, self.name), indexed)
+            return SplitImages(ids, StoredImages(ImageRecords(self.source), ids, size, self.name), indexed)
         return SplitImages(ids, self.load_images(ids, size, desc=f"loading {desc} images"), indexed)
 
     def load_images(self, indices: np.ndarray, size: int, desc: str = "loading images") -> np.ndarray:
@@ -264,6 +278,8 @@ def load_dataset(
     kwargs = {}
     if view.builder == "pairs_csv":
         kwargs["config"] = _pairs_csv_config(manual_dir, data_dir)
+    elif view.builder_config:
+        kwargs["config"] = tfds.core.BuilderConfig(name=view.builder_config)
     builder = relrank_datasets.builder_class(view.builder)(data_dir=data_dir, file_format="array_record", **kwargs)
     try:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))

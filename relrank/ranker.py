@@ -7,15 +7,18 @@ A run trained on several attributes at once has one output per attribute:
 from __future__ import annotations
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from relrank import checkpoint, sharding
 from relrank.config import Config
+from relrank.data import ImageRecords, StoredImages
 from relrank.errors import UserError
 from relrank.images import ImageDecodeError, to_uint8_rgb
 from relrank.losses import pair_probability
 from relrank.network import abstract_params, apply_in_batches, features, jit_apply, make_network, scores
 
 FILES_PER_CHUNK = 256  # images decoded at a time by `score_files`
+DATASET_CHUNK = 4096  # dataset images decoded at a time by `score_dataset_images`
 
 
 class Ranker:
@@ -95,8 +98,13 @@ class Ranker:
         return kept, (np.concatenate(chunks) if chunks else empty), unreadable
 
     def score_dataset_images(self, data, ids: np.ndarray) -> np.ndarray:
-        """Scores [len(ids), attributes] of the dataset's images `ids` (how runs are evaluated)."""
-        return self.score_all(data.load_images(ids, self.config.image_size, desc="loading images"))
+        """Scores [len(ids), attributes] of the dataset's images `ids` (how runs are evaluated), read and
+        scored a chunk at a time, so any number of images fits in memory."""
+        stored = StoredImages(ImageRecords(data.source), np.asarray(ids), self.config.image_size, data.name)
+        starts = range(0, len(stored), DATASET_CHUNK)
+        chunks = [self.score_all(stored[k : k + DATASET_CHUNK])
+                  for k in tqdm(starts, desc="scoring images", unit="chunk", leave=False, disable=len(starts) < 2)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.attrs)), np.float32)
 
 
 def load(workdir: str, which: str = "latest") -> Ranker:

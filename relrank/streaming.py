@@ -69,9 +69,10 @@ def _parse_absl_flags() -> None:
         flags.FLAGS(sys.argv[:1])
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (Linux ru_maxrss is in KiB)."""
+def peak_memory_mib() -> dict:
+    """Peak resident memory of this process and of the largest of its ended workers, in MiB (Linux)."""
     import resource
 
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return {f"peak_memory_{name}_mib": round(resource.getrusage(who).ru_maxrss / 1024, 1)
+            for name, who in (("process", resource.RUSAGE_SELF), ("largest_worker", resource.RUSAGE_CHILDREN))}
 

@@ -320,7 +320,8 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
         if evaluation is None and end_step == total_steps and not received:
             evaluation = evaluate_params(state.params)
         summary.update(dict(test_accuracy=None), **(evaluation or {}))
-        summary.update(final_step=int(state.step), best_step=best, wall_seconds=round(time.perf_counter() - started, 1))
+        summary.update(final_step=int(state.step), best_step=best, wall_seconds=round(time.perf_counter() - started, 1),
+                       **streaming.peak_memory_mib())
         if distributed.is_main() and os.path.exists(log.path):
             title = f"{config.dataset} / {_attrs_label(config)}"
             summary["curves"] = plot_curves(log.path, os.path.join(workdir, "curves.png"), title)

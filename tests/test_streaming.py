@@ -70,3 +70,22 @@ def jax_leaves(tree):
     import jax
 
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def test_datasets_larger_than_tfds_memory_buffer_prepare_without_tensorflow(data_dir, tmp_path, monkeypatch):
+    """TFDS spills to bucket files past its buffer (1 GB); shrink it so the synthetic set spills."""
+    import tensorflow_datasets.core.shuffle as shuffle
+
+    monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 10_000)
+    spilled, kept = load_dataset("synthetic", data_dir=str(tmp_path)), load_dataset("synthetic", data_dir=data_dir)
+    assert len(spilled.source) == len(kept.source) == 1500
+    for index in range(0, 1500, 37):
+        assert spilled.source[index]["image"] == kept.source[index]["image"]
+
+
+def test_pair_index_is_stored_as_arrays_not_json_lists(data_dir):
+    root = os.path.join(data_dir, "synthetic", "1.0.0")
+    described = json.load(open(os.path.join(root, "metadata.json")))
+    assert described["pair_sets"]["train"]["size"] == {"arrays": "set1"}
+    pairs = load_dataset("synthetic", data_dir=data_dir).pairs("train", "size")
+    assert isinstance(pairs.a, np.ndarray) and pairs.a.dtype == np.int64 and len(pairs) == 4000

@@ -48,7 +48,7 @@ class Builder(pair_index.ImageFilesBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=pair_index.image_features(None),
-            metadata=tfds.core.MetadataDict(),
+            metadata=pair_index.PairIndexMetadata(),
             disable_shuffling=True,
             homepage="http://cvit.iiit.ac.in/projects/relativeParts/",
         )

@@ -137,7 +137,7 @@ class Builder(pair_index.ImageFilesBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=pair_index.image_features(None), metadata=tfds.core.MetadataDict(), disable_shuffling=True
+            features=pair_index.image_features(None), metadata=pair_index.PairIndexMetadata(), disable_shuffling=True
         )
 
     def _split_generators(self, dl_manager):

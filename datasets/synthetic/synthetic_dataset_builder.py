@@ -7,6 +7,10 @@ background vary as nuisance. Pairs are annotated by comparing the latents:
 nearly equal strengths give a tie (target 0.5), and a fraction of the training
 annotations is flipped, like noisy crowd labels. Test annotations are the
 noise-free ground truth. Everything derives from a fixed seed: no download.
+
+The builder config `large` (`--dataset=synthetic_large`) draws 100,000 images and
+1,000,002 pairs the same way: a dataset too big for memory tables at 224 px, for
+trying the streaming input pipeline and measuring it.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from relrank_datasets import pair_index
 
 ATTRIBUTES = ("brightness", "size", "pointiness")
 IMAGE_SIZE = 64
-NUM_TRAIN_IMAGES = 1200
-NUM_TEST_IMAGES = 300
-PAIRS_PER_ATTRIBUTE = {"train": 4000, "test": 3000}
+SIZES = {  # builder config name -> (train images, test images, pairs per attribute per split)
+    None: (1200, 300, {"train": 4000, "test": 3000}),
+    "large": (90_000, 10_000, {"train": 320_000, "test": 13_334}),
+}
 TIE_THRESHOLD = 0.04
 TRAIN_LABEL_NOISE = 0.05
 SEED = 20161120
@@ -48,17 +53,15 @@ def draw_shape(strengths: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def make_annotations(strengths: np.ndarray, rng: np.random.Generator) -> dict:
+def make_annotations(strengths: np.ndarray, rng: np.random.Generator, size: str | None = None) -> dict:
     """Pairs per split and attribute; train images come first, then test images."""
-    groups = {
-        "train": np.arange(NUM_TRAIN_IMAGES),
-        "test": np.arange(NUM_TRAIN_IMAGES, NUM_TRAIN_IMAGES + NUM_TEST_IMAGES),
-    }
+    num_train, num_test, pairs_per_attribute = SIZES[size]
+    groups = {"train": np.arange(num_train), "test": np.arange(num_train, num_train + num_test)}
     pair_sets = {}
     for split, images in groups.items():
         pair_sets[split] = {}
         for k, attr in enumerate(ATTRIBUTES):
-            a, b = pair_index.sample_distinct_pairs(images, PAIRS_PER_ATTRIBUTE[split], rng)
+            a, b = pair_index.sample_distinct_pairs(images, pairs_per_attribute[split], rng)
             diff = strengths[a, k] - strengths[b, k]
             target = np.where(np.abs(diff) < TIE_THRESHOLD, 0.5, (diff > 0).astype(np.float64))
             if split == "train":
@@ -77,16 +80,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=pair_index.image_features(IMAGE_SIZE, len(ATTRIBUTES)),
-            metadata=tfds.core.MetadataDict(),
+            metadata=pair_index.PairIndexMetadata(),
             disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager):
+        size = self.builder_config.name if self.builder_config else None
         rng = np.random.default_rng(SEED)
-        n_images = NUM_TRAIN_IMAGES + NUM_TEST_IMAGES
+        n_images = SIZES[size][0] + SIZES[size][1]
         strengths = rng.uniform(size=(n_images, len(ATTRIBUTES)))
         self.info.metadata.update(
-            attributes=list(ATTRIBUTES), pair_sets=make_annotations(strengths, rng)
+            attributes=list(ATTRIBUTES), pair_sets=make_annotations(strengths, rng, size)
         )
         return {pair_index.IMAGES_SPLIT: self._generate_examples(strengths, SEED + 1)}
 
