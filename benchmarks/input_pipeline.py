@@ -16,7 +16,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 
 from relrank import sharding
 from relrank.config import MODEL_PRESETS, make_config

@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import REPO
 
@@ -96,3 +97,33 @@ def test_unreachable_coordinator_is_a_one_line_error_after_a_bounded_wait(tmp_pa
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "cannot reach the coordinator localhost:" in result.stderr and "within 2 s" in result.stderr
+
+
+@pytest.mark.parametrize("env, launcher", [
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, "SLURM"),
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, None),  # one task: a lone process
+    ({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2"}, "Open MPI"),
+    ({"TPU_WORKER_HOSTNAMES": "t0,t1"}, "TPU pod slice"),
+    ({"TPU_WORKER_HOSTNAMES": "t0"}, None),
+    ({}, None),
+])
+def test_cluster_environments_that_start_several_processes_are_recognised(monkeypatch, env, launcher):
+    from relrank.distributed import cluster_launcher
+
+    for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cluster_launcher() == launcher
+
+
+def test_incomplete_or_inconsistent_process_flags_are_refused():
+    from relrank.distributed import initialize
+    from relrank.errors import UserError
+
+    with pytest.raises(UserError, match="missing --num_processes, --process_id"):
+        initialize("localhost:1234")
+    with pytest.raises(UserError, match=r"--process_id must be in \[0, --num_processes=2\), got 2"):
+        initialize("localhost:1234", 2, 2)
+    with pytest.raises(UserError, match="--coordinator_address must be HOST:PORT"):
+        initialize("localhost", 2, 1, timeout_s=1)

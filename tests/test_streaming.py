@@ -89,3 +89,22 @@ def test_pair_index_is_stored_as_arrays_not_json_lists(data_dir):
     assert described["pair_sets"]["train"]["size"] == {"arrays": "set1"}
     pairs = load_dataset("synthetic", data_dir=data_dir).pairs("train", "size")
     assert isinstance(pairs.a, np.ndarray) and pairs.a.dtype == np.int64 and len(pairs) == 4000
+
+
+def test_auto_streams_only_when_the_image_tables_exceed_the_memory_budget(data_dir, monkeypatch, capsys):
+    from relrank import streaming
+    from relrank.config import make_config
+    from relrank.trainer import _keep_in_memory
+
+    data = load_dataset("synthetic", data_dir=data_dir)
+    train, test = data.pairs_of("train", ("size",)), dict(test=data.pairs_of("test", ("size",)))
+    assert 1100 < len(train["size"].images()) <= 1200
+    needed = (len(train["size"].images()) + len(test["test"]["size"].images())) * 32 * 32 * 3
+    config = make_config()
+    monkeypatch.setattr(streaming, "memory_budget", lambda: needed)
+    assert _keep_in_memory(config, train, test)
+    monkeypatch.setattr(streaming, "memory_budget", lambda: needed - 1)
+    assert not _keep_in_memory(config, train, test)
+    assert "streaming the images: their tables would take" in capsys.readouterr().err
+    assert _keep_in_memory(make_config(input_pipeline="memory"), train, test)
+    assert not _keep_in_memory(make_config(input_pipeline="streaming"), train, test)
