@@ -9,9 +9,12 @@ step is all a resumed run needs to continue with the batch an uninterrupted one 
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Iterator
+
+import numpy as np
 
 from relrank.data import StoredImages
 from relrank.input_pipeline import BatchPlans, fill
@@ -55,10 +58,35 @@ def streaming_batches(plans: BatchPlans, images: StoredImages, start_step: int, 
     if end_step <= start_step:
         return iter(())
     dataset = grain.MapDataset.range(start_step, end_step).map(StepBatch(plans, images, rows)).to_iter_dataset()
-    if workers:
-        _parse_absl_flags()
-        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
-    return iter(dataset)
+    if not workers:
+        return iter(dataset)
+    _parse_absl_flags()
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
+    return OwnedBatches(iter(dataset))
+
+
+class OwnedBatches:
+    """grain's batches as arrays of this process's own memory, and a `close` that stops its workers.
+
+    Worker batches arrive as views of shared memory; a CPU device_put may keep such a view alive
+    to the end, which leaves the shared memory behind ("leaked shared_memory objects").
+    """
+
+    def __init__(self, iterator):
+        self.iterator = iterator
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return {name: np.array(value) for name, value in next(self.iterator).items()}
+
+    def close(self) -> None:
+        """Stop the workers and let go of the iterator (its last batches hold shared memory until deleted)."""
+        if self.iterator is not None:
+            self.iterator.close()
+            self.iterator = None
+            gc.collect()  # its objects hold each other: free them, and the shared memory, now
 
 
 def _parse_absl_flags() -> None:

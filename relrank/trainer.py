@@ -312,6 +312,8 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
         raise
     finally:
         bar.close()
+        if hasattr(local_batches, "close"):  # grain's workers and their shared memory, before the interpreter exits
+            local_batches.close()
 
     with signals.deferred() as received:  # the final checkpoint and the summary are written whatever arrives
         checkpoints.wait()
