@@ -11,6 +11,10 @@ Two ways to fill it:
     of one forward pass: far more pairs per second where images are compared all-to-all (OSR,
     PubFig). An epoch is as many steps as give as many pair slots as there are pairs.
 Both are a function of (seed, step) only, so a resumed run sees the batches an uninterrupted one does.
+`BatchPlans` gives each step's plan: the batch with the rows of its images instead of the images.
+`table_batches` fills plans from the in-memory image table; streaming.py fills the same plans in
+grain worker processes from the prepared files. Either keeps only this process's share of the
+images when several processes train together.
 """
 
 from __future__ import annotations
@@ -127,11 +131,10 @@ def fill(plan: dict, images_of: Callable[[np.ndarray], np.ndarray], rows: slice 
     return batch
 
 
-def train_batches(images: np.ndarray, pairs: LabelledPairs, batch_pairs: int, seed: int, start_step: int,
-                  end_step: int, batch_images: int = 0, rows: slice = slice(None)) -> Iterator[dict]:
-    """In-memory batches for global steps [start_step, end_step): pair batches, or image groups with
-    `batch_images`; `rows` keeps this process's share of each batch's images."""
-    plans = BatchPlans(pairs, len(images), batch_pairs, seed, batch_images)
+def table_batches(plans: BatchPlans, images: np.ndarray, start_step: int, end_step: int,
+                  rows: slice = slice(None)) -> Iterator[dict]:
+    """Batches of steps [start_step, end_step) from the in-memory image table; `rows` keeps this process's
+    share of each batch's images (see streaming.py for the same batches read from disk)."""
     for step in range(start_step, end_step):
         yield fill(plans(step), images.__getitem__, rows)
 

@@ -125,14 +125,13 @@ def _restore_or_init(config: Config, workdir: str, mesh, total_steps: int):
             print(f"warning: {error}", file=sys.stderr)
             unreadable.append(step)
             continue
-        if distributed.is_main():
-            for bad in unreadable:
-                print(f"moved unreadable step {bad} to {checkpoints.set_aside(bad)}", file=sys.stderr)
         if unreadable:
+            if distributed.is_main():
+                for bad in unreadable:
+                    print(f"moved unreadable step {bad} to {checkpoints.set_aside(bad)}", file=sys.stderr)
+                print(f"resuming from step {step}, the newest readable checkpoint", file=sys.stderr)
             distributed.barrier("unreadable checkpoints set aside")
             checkpoints.manager.reload()
-        if unreadable:
-            print(f"resuming from step {step}, the newest readable checkpoint", file=sys.stderr)
         return checkpoints, resumed, state, step
     if unreadable:
         raise UserError(f"no checkpoint in {checkpoints.directory} is readable (steps {', '.join(map(str, unreadable))});"
@@ -187,15 +186,18 @@ def _keep_in_memory(config: Config, train_pairs: dict, eval_pairs: dict) -> bool
     """Whether the images go into tables in memory (else they stream): --input_pipeline, or by their size."""
     if config.input_pipeline != "auto":
         return config.input_pipeline == "memory"
-    count = lambda pairs: len(np.unique(np.concatenate([p.images() for p in pairs.values()])))  # noqa: E731
-    needed = streaming.table_bytes(count(train_pairs), augment.train_size(config)) + sum(
-        streaming.table_bytes(count(pairs), config.image_size) for pairs in eval_pairs.values())
+    needed = streaming.table_bytes(_image_count(train_pairs), augment.train_size(config)) + sum(
+        streaming.table_bytes(_image_count(pairs), config.image_size) for pairs in eval_pairs.values())
     if needed <= streaming.memory_budget():
         return True
     if distributed.is_main():
         print(f"streaming the images: their tables would take {needed / 2**30:.1f} GiB, more than "
               f"{streaming.memory_budget() / 2**30:.1f} GiB (--input_pipeline=memory to load them anyway)", file=sys.stderr)
     return False
+
+
+def _image_count(pairs: dict) -> int:
+    return len(np.unique(np.concatenate([p.images() for p in pairs.values()])))
 
 
 def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: dict[str, SplitImages],
@@ -227,8 +229,8 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
         row = {}
         for name in sorted(eval_splits, reverse=True):  # val first: it selects the best checkpoint
             split = eval_splits[name]
-            scores = apply_in_batches(lambda x: score_fn(params, sharding.put_images(x, mesh)), split.images, config.eval_batch_images,
-                                      desc=f"scoring {name}")
+            scores = apply_in_batches(lambda x: score_fn(params, sharding.put_images(x, mesh)), split.images,
+                                      config.eval_batch_images, desc=f"scoring {name}")
             per_attr = accuracy_per_attribute(scores, split.pairs)
             row[f"{name}_accuracy"] = float(np.mean(list(per_attr.values())))
             if len(per_attr) > 1:
@@ -237,13 +239,12 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
 
     plans = input_pipeline.BatchPlans(train_pairs, len(train_split.ids), config.batch_pairs, config.seed,
                                       config.batch_images)
-    rows = sharding.process_rows(plans.images_per_batch, mesh)
+    rows = sharding.process_rows(plans.images_per_batch, mesh)  # this process's share of each batch's images
     if isinstance(train_split.images, StoredImages):
         local_batches = streaming.streaming_batches(plans, train_split.images, start_step, end_step, rows,
                                                     config.data_workers or streaming.default_workers())
     else:
-        local_batches = (input_pipeline.fill(plans(step), train_split.images.__getitem__, rows)
-                         for step in range(start_step, end_step))
+        local_batches = input_pipeline.table_batches(plans, train_split.images, start_step, end_step, rows)
     batches = input_pipeline.prefetch(sharding.put_batch(b, mesh) for b in local_batches)
     compile_start = time.perf_counter()
     first_batch = next(batches, None)

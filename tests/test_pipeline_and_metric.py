@@ -4,7 +4,7 @@
 import numpy as np
 
 from relrank.data import LabelledPairs, Pairs
-from relrank.input_pipeline import prefetch, steps_per_epoch, train_batches
+from relrank.input_pipeline import BatchPlans, prefetch, steps_per_epoch, table_batches
 from relrank.metrics import pair_accuracy
 from relrank.network import apply_in_batches
 
@@ -15,7 +15,7 @@ def test_every_pair_once_per_epoch_with_padding():
                                       np.linspace(0, 1, 10).astype(np.float32))])
     per_epoch = steps_per_epoch(10, 4)
     assert per_epoch == 3
-    batches = list(train_batches(images, pairs, 4, seed=0, start_step=0, end_step=2 * per_epoch))
+    batches = list(table_batches(BatchPlans(pairs, len(images), 4, seed=0), images, 0, 2 * per_epoch))
     for epoch in range(2):
         seen = []
         for batch in batches[epoch * 3:(epoch + 1) * 3]:
@@ -30,7 +30,7 @@ def test_every_pair_once_per_epoch_with_padding():
     assert batches[2]["weight"][:, 0].tolist() == [1, 1, 0, 0]
     assert not np.array_equal(batches[0]["target"], batches[3]["target"])  # reshuffled each epoch
     # Starting mid-way gives exactly the batches an uninterrupted run sees.
-    resumed = list(train_batches(images, pairs, 4, seed=0, start_step=4, end_step=6))
+    resumed = list(table_batches(BatchPlans(pairs, len(images), 4, seed=0), images, 4, 6))
     for a, b in zip(resumed, batches[4:]):
         np.testing.assert_array_equal(a["images"], b["images"])
 
@@ -51,7 +51,7 @@ def test_image_groups_carry_every_annotated_pair_among_their_images():
         for x, y, t in zip(p.a, p.b, p.target):
             truth.setdefault((k, int(x), int(y)), float(t))
             truth.setdefault((k, int(y), int(x)), 1.0 - float(t))
-    batches = list(train_batches(images, pairs, 0, seed=1, start_step=0, end_step=3, batch_images=8))
+    batches = list(table_batches(BatchPlans(pairs, len(images), 0, seed=1, batch_images=8), images, 0, 3))
     for batch in batches:
         assert batch["images"].shape == (8, 2, 2, 3) and batch["a"].shape == (28,) and batch["target"].shape == (28, 2)
         ids = batch["images"][:, 0, 0, 0].astype(int)
@@ -62,7 +62,7 @@ def test_image_groups_carry_every_annotated_pair_among_their_images():
                 assert batch["weight"][slot, k] == ((k, x, y) in truth)
                 if (k, x, y) in truth:
                     assert batch["target"][slot, k] == truth[(k, x, y)]
-    resumed = list(train_batches(images, pairs, 0, seed=1, start_step=2, end_step=3, batch_images=8))
+    resumed = list(table_batches(BatchPlans(pairs, len(images), 0, seed=1, batch_images=8), images, 2, 3))
     np.testing.assert_array_equal(resumed[0]["images"], batches[2]["images"])
     assert steps_per_epoch(len(pairs), 16, batch_images=8) == -(-len(pairs) // 28)
 
