@@ -40,7 +40,7 @@ def test_bfloat16_loss_is_within_tolerance_of_float32_and_state_stays_float32():
 def test_bfloat16_training_still_learns_the_synthetic_set(data_dir, tmp_path):
     workdir = str(tmp_path / "bf16")
     result = run_cli("train.py", f"--data_dir={data_dir}", f"--workdir={workdir}", "--compute_dtype=bfloat16",
-                     "--epochs=2")
+                     "--epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.load(open(os.path.join(workdir, "summary.json")))
-    assert summary["test_accuracy"] >= 90.0, summary["test_accuracy"]
+    assert summary["test_accuracy"] >= 90.0, summary["test_accuracy"]  # float32: 94.8 (chance: 50)

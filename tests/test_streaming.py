@@ -6,7 +6,6 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_cli
 from relrank.data import LabelledPairs, load_dataset
 from relrank.input_pipeline import BatchPlans, fill
 from relrank.streaming import streaming_batches
@@ -35,41 +34,6 @@ def test_streaming_gives_the_batches_of_the_in_memory_table(split, batch_pairs, 
         for key in want:
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     assert expected[0]["images"].shape[0] == (len(range(16)[rows]) if batch_pairs else 6)
-
-
-def test_streaming_run_interrupted_and_resumed_ends_like_an_in_memory_run(data_dir, tmp_path):
-    common = (f"--data_dir={data_dir}", "--epochs=1", "--batch_pairs=8", "--log_every_steps=5",
-              "--checkpoint_every_steps=1000")
-    streamed = str(tmp_path / "streamed")
-    first = run_cli("train.py", *common, f"--workdir={streamed}", "--input_pipeline=streaming", "--data_workers=2",
-                    "--stop_after_steps=15")
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = run_cli("train.py", *common, f"--workdir={streamed}", "--input_pipeline=streaming", "--data_workers=2",
-                     "--stop_after_steps=10")
-    assert second.returncode == 0, second.stderr[-3000:]
-    memory = str(tmp_path / "memory")
-    whole = run_cli("train.py", *common, f"--workdir={memory}", "--input_pipeline=memory", "--stop_after_steps=25")
-    assert whole.returncode == 0, whole.stderr[-3000:]
-
-    summaries = [json.load(open(os.path.join(w, "summary.json"))) for w in (streamed, memory)]
-    assert [s["input_pipeline"] for s in summaries] == ["streaming", "memory"]
-    assert summaries[0]["resumed_from_step"] == 15 and summaries[0]["final_step"] == summaries[1]["final_step"] == 25
-
-    def losses(workdir):
-        return [(r["step"], round(r["loss"], 5)) for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))]
-
-    assert losses(streamed) == losses(memory)
-    from relrank.ranker import load
-
-    a, b = load(streamed), load(memory)
-    for x, y in zip(*(jax_leaves(r.params) for r in (a, b))):
-        np.testing.assert_array_equal(x, y)
-
-
-def jax_leaves(tree):
-    import jax
-
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
 
 
 def test_datasets_larger_than_tfds_memory_buffer_prepare_without_tensorflow(data_dir, tmp_path, monkeypatch):
