@@ -29,13 +29,11 @@ def _use_compilation_cache() -> None:
     """Keep compiled XLA programs between runs (JAX's persistent cache): a rerun skips most compile time.
 
     In $JAX_COMPILATION_CACHE_DIR when set, else ~/.cache/relrank/xla (under $XDG_CACHE_HOME when set).
+    Set through JAX's environment variables, read when JAX is first imported: nothing imports it here.
     """
-    import jax
-
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        cache_root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        jax.config.update("jax_compilation_cache_dir", os.path.join(cache_root, "relrank", "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    cache_root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(cache_root, "relrank", "xla"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
 EXIT_USER_ERROR = 2

@@ -122,9 +122,10 @@ class ImageRecords:
 
 @dataclasses.dataclass
 class StoredImages:
-    """A split's images read from the prepared dataset when asked for (row i is image ids[i]), never all at once.
+    """A split's images read from the prepared dataset when asked for (row i is image ids[i]).
 
-    `images[rows]` decodes those rows at size x size: what the streaming input pipeline reads in its workers.
+    `images[rows]` decodes those rows at size x size (what the streaming input pipeline reads in its
+    workers); `load()` decodes them all into an in-memory table.
     """
 
     source: object
@@ -136,10 +137,21 @@ class StoredImages:
         return len(self.ids)
 
     def __getitem__(self, rows) -> np.ndarray:
-        ids = self.ids[rows]
+        return self._decode(self.ids[rows])
+
+    def load(self, desc: str = "loading images") -> np.ndarray:
+        """All the images: uint8 [len(ids), size, size, 3], with a progress bar (in process 0)."""
+        from relrank.distributed import is_main
+
+        return self._decode(tqdm(self.ids, desc=desc, unit="img", leave=False, disable=not is_main()))
+
+    def _decode(self, ids) -> np.ndarray:
         out = np.empty((len(ids), self.size, self.size, 3), np.uint8)
         for k, index in enumerate(ids):
-            out[k] = _decode_stored(self.source, int(index), self.size, self.name)
+            example = self.source[int(index)]
+            if int(example["index"]) != int(index):
+                raise UserError(f"dataset {self.name!r} is out of order at image {index}; delete and rebuild it")
+            out[k] = to_uint8_rgb(example["image"], self.size)  # encoded bytes: one decoder everywhere
         return out
 
 
@@ -223,25 +235,12 @@ class RankingData:
         """The images `pairs` use at size x size (decoded once into memory, or `StoredImages` read when used),
         and the pairs re-indexed into them."""
         ids, indexed = index_images(pairs)
-        if not in_memory:
-            return SplitImages(ids, StoredImages(ImageRecords(self.source), ids, size, self.name), indexed)
-        return SplitImages(ids, self.load_images(ids, size, desc=f"loading {desc} images"), indexed)
+        stored = StoredImages(ImageRecords(self.source), ids, size, self.name)
+        return SplitImages(ids, stored.load(f"loading {desc} images") if in_memory else stored, indexed)
 
     def load_images(self, indices: np.ndarray, size: int, desc: str = "loading images") -> np.ndarray:
         """Decode the images at `indices`, resized to size x size: uint8 [len(indices), size, size, 3]."""
-        out = np.empty((len(indices), size, size, 3), np.uint8)
-        from relrank.distributed import is_main
-
-        for row, index in enumerate(tqdm(indices, desc=desc, unit="img", leave=False, disable=not is_main())):
-            out[row] = _decode_stored(self.source, int(index), size, self.name)
-        return out
-
-
-def _decode_stored(source, index: int, size: int, dataset: str) -> np.ndarray:
-    example = source[index]
-    if int(example["index"]) != index:
-        raise UserError(f"dataset {dataset!r} is out of order at image {index}; delete and rebuild it")
-    return to_uint8_rgb(example["image"], size)  # encoded bytes: one decoder everywhere
+        return StoredImages(self.source, np.asarray(indices), size, self.name).load(desc)
 
 
 def check_attribute(data: RankingData, attr: str) -> None:

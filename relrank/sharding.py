@@ -61,6 +61,8 @@ def put_batch(batch: dict, mesh: Mesh) -> dict:
     """A training batch onto the mesh: its images (this process's rows, `process_rows`) split across
     devices, its pair arrays (the same in every process) replicated."""
     shardings = train_batch_sharding(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(batch, {name: shardings[name] for name in batch})
     return {name: put_local(value, shardings[name], mesh) for name, value in batch.items()}
 
 

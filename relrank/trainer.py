@@ -172,32 +172,29 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None, dat
             eval_pairs = dict(test=data.pairs_of("test", config.attrs))
             if config.val_fraction:
                 train_pairs, eval_pairs["val"] = hold_out(train_pairs, config.val_fraction, config.seed)
-            in_memory = _keep_in_memory(config, train_pairs, eval_pairs)
-            train_split = data.split_images(train_pairs, augment.train_size(config), "train", in_memory)
-            eval_splits = {name: data.split_images(pairs, config.image_size, name, in_memory)
+            train_split = data.split_images(train_pairs, augment.train_size(config), "train", in_memory=False)
+            eval_splits = {name: data.split_images(pairs, config.image_size, name, in_memory=False)
                            for name, pairs in eval_pairs.items()}
+            if _keep_in_memory(config, [train_split, *eval_splits.values()]):
+                for name, split in [("train", train_split), *eval_splits.items()]:
+                    split.images = split.images.load(f"loading {name} images")
             with exclusive(workdir) if distributed.is_main() else contextlib.nullcontext():
                 return _train(config, workdir, train_split, eval_splits, stop_after_steps, started)
         except KeyboardInterrupt:
             raise _interrupted(workdir) from None
 
 
-def _keep_in_memory(config: Config, train_pairs: dict, eval_pairs: dict) -> bool:
-    """Whether the images go into tables in memory (else they stream): --input_pipeline, or by their size."""
+def _keep_in_memory(config: Config, splits: list[SplitImages]) -> bool:
+    """Whether the splits' images go into tables in memory (else they stream): --input_pipeline, or by size."""
     if config.input_pipeline != "auto":
         return config.input_pipeline == "memory"
-    needed = streaming.table_bytes(_image_count(train_pairs), augment.train_size(config)) + sum(
-        streaming.table_bytes(_image_count(pairs), config.image_size) for pairs in eval_pairs.values())
+    needed = sum(streaming.table_bytes(len(split.ids), split.images.size) for split in splits)
     if needed <= streaming.memory_budget():
         return True
     if distributed.is_main():
         print(f"streaming the images: their tables would take {needed / 2**30:.1f} GiB, more than "
               f"{streaming.memory_budget() / 2**30:.1f} GiB (--input_pipeline=memory to load them anyway)", file=sys.stderr)
     return False
-
-
-def _image_count(pairs: dict) -> int:
-    return len(np.unique(np.concatenate([p.images() for p in pairs.values()])))
 
 
 def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: dict[str, SplitImages],

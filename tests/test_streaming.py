@@ -66,9 +66,11 @@ def test_auto_streams_only_when_the_image_tables_exceed_the_memory_budget(data_d
     needed = (len(train["size"].images()) + len(test["test"]["size"].images())) * 32 * 32 * 3
     config = make_config()
     monkeypatch.setattr(streaming, "memory_budget", lambda: needed)
-    assert _keep_in_memory(config, train, test)
+    splits = [data.split_images(train, 32, "train", in_memory=False),
+              data.split_images(test["test"], 32, "test", in_memory=False)]
+    assert _keep_in_memory(config, splits)
     monkeypatch.setattr(streaming, "memory_budget", lambda: needed - 1)
-    assert not _keep_in_memory(config, train, test)
+    assert not _keep_in_memory(config, splits)
     assert "streaming the images: their tables would take" in capsys.readouterr().err
-    assert _keep_in_memory(make_config(input_pipeline="memory"), train, test)
-    assert not _keep_in_memory(make_config(input_pipeline="streaming"), train, test)
+    assert _keep_in_memory(make_config(input_pipeline="memory"), splits)
+    assert not _keep_in_memory(make_config(input_pipeline="streaming"), splits)
