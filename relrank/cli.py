@@ -36,19 +36,22 @@ def _use_compilation_cache() -> None:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
+RANDOM_WEIGHTS = "random"  # --weights=random: the paper's VGG-16 from random init, on purpose
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted command
+EXIT_DID_NOT_LEARN = 3  # the run ended, but its network learned nothing (relrank/learning.py)
 
 
 def _run(main, argv) -> int:
-    """Run `main`: a UserError becomes a one-line message and exit status 2; Ctrl-C or SIGTERM, status 130."""
+    """Run `main`: a UserError becomes a one-line message and exit status 2; Ctrl-C or SIGTERM, status 130;
+    otherwise the status `main` returns (0 if None)."""
     from relrank.signals import sigterm_as_keyboard_interrupt
 
     _quiet_libraries()
     _use_compilation_cache()
     try:
         with sigterm_as_keyboard_interrupt():
-            main(argv)
+            status = main(argv)
     except Interrupted as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -58,7 +61,7 @@ def _run(main, argv) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    return 0
+    return status or 0
 
 
 def _recipes_help() -> str:
@@ -125,7 +128,8 @@ def train_parser() -> argparse.ArgumentParser:
     add("--zero_head", action="store_const", const=True, default=None, help="start the ranking layer at zero (all "
         "scores equal) instead of Glorot-uniform; steadier from random init (default: off, the paper's)")
     add("--weights", help="pretrained ImageNet VGG-16 file (torchvision .pth/.safetensors, timm .safetensors, "
-        "Lasagne vgg16.pkl); its preprocessing is used and saved with the checkpoints. Default: random init")
+        "Lasagne vgg16.pkl); its preprocessing is used and saved with the checkpoints. Default: random init, except "
+        f"that full VGG-16 (the paper recipe's) is refused without weights unless --weights={RANDOM_WEIGHTS}")
     add("--method", choices=["deep", "ranksvm"], help="deep: fine-tune VGG-16 end to end (default); ranksvm: "
         "the paper's baseline, a RankSVM with similarity constraints on frozen features")
     add("--ranksvm_features", choices=["dataset", "fc7"], help="ranksvm features: the dataset's own (PubFig/OSR "
@@ -180,9 +184,9 @@ def _attrs(argument: str | None, data) -> tuple[str, ...]:
     return attrs
 
 
-def _train(argv) -> None:
+def _train(argv) -> int:
     from relrank import distributed
-    from relrank.data import load_dataset_for
+    from relrank.data import PairStructure, load_dataset_for
     from relrank.ranksvm import train_ranksvm
     from relrank.trainer import train
     from relrank.workdir import check_usable
@@ -191,7 +195,15 @@ def _train(argv) -> None:
     launch = ("coordinator_address", "num_processes", "process_id", "coordinator_timeout")
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("attr", "workdir", "stop_after_steps", "seeds") + launch}
+    random_on_purpose = overrides["weights"] == RANDOM_WEIGHTS
+    if random_on_purpose:
+        overrides["weights"] = None
     base = make_config(**overrides)  # validates flags before any data work
+    if base.method == "deep" and base.model == "vgg16" and not base.weights and not random_on_purpose:
+        raise UserError(f"--dataset={base.dataset} trains the paper's VGG-16 at {base.image_size} px, which is meant to "
+                        f"start from ImageNet weights (from random init on a CPU it runs for days): give "
+                        f"--weights=FILE (see the README), or --config=scratch to learn from scratch on a CPU, or "
+                        f"--weights={RANDOM_WEIGHTS} to train VGG-16 from random init anyway")
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     if args.workdir:
@@ -199,8 +211,14 @@ def _train(argv) -> None:
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, args.coordinator_timeout)
     data = distributed.first_on_main(lambda: load_dataset_for(base), "prepare the dataset")
     attrs = _attrs(args.attr, data)
+    if base.method == "deep":
+        structure = PairStructure.of(data.pairs_of("train", attrs))
+        base = make_config(**overrides, pairs=structure)  # recipes adapt to how densely the pairs cover the images
+        if distributed.is_main():
+            print(f"{base.dataset}: {structure.describe()}", file=sys.stderr)
     name = "all" if args.attr == "all" else "+".join(attrs)
     root = args.workdir or os.path.join("runs", base.dataset, name)
+    status = 0
     for seed in range(base.seed, base.seed + args.seeds):
         config = dataclasses.replace(base, attr=",".join(attrs), seed=seed)
         workdir = os.path.join(root, f"seed_{seed}") if args.seeds > 1 else root
@@ -213,10 +231,16 @@ def _train(argv) -> None:
             _print_result(config, summary, "test accuracy", workdir,
                           f" at step {summary['final_step']} ({summary['wall_seconds']:.0f} s; compile "
                           f"{summary['compile_seconds']:.1f} s)")
+        if summary.get("did_not_learn"):
+            status = EXIT_DID_NOT_LEARN
+    return status
 
 
 def _print_result(config, summary: dict, what: str, workdir: str, details: str = "") -> None:
     accuracy = summary["test_accuracy"]
+    failure = summary.get("did_not_learn")
+    if failure:
+        details += f"; did not learn: {failure['kind'].replace('_', ' ')} at step {failure['step']} (see above)"
     if accuracy is None:
         print(f"{config.dataset}/{config.attr}: {what} not evaluated yet{details} -> {workdir}")
         return
@@ -259,7 +283,8 @@ def _evaluate(argv) -> None:
     for row in results:
         groups.setdefault((row["dataset"], row["attr"]), []).append(row)
     summary = [dict(dataset=dataset, attr=attr, seeds=[r["seed"] for r in rows], num_pairs=rows[0]["num_pairs"],
-                    mean=float(np.mean([r["accuracy"] for r in rows])), std=float(np.std([r["accuracy"] for r in rows])))
+                    mean=float(np.mean([r["accuracy"] for r in rows])), std=float(np.std([r["accuracy"] for r in rows])),
+                    did_not_learn=sum(bool(r["did_not_learn"]) for r in rows))
                for (dataset, attr), rows in groups.items()]
     if args.json:
         print(json.dumps(dict(results=results, attributes=summary), indent=2))
@@ -267,14 +292,18 @@ def _evaluate(argv) -> None:
     print(f"{'dataset':10s} {'attribute':20s} {'seeds':>5s} {'pairs':>9s} {'accuracy':>16s}")
     for g in summary:
         spread = f" +- {g['std']:.2f}" if len(g["seeds"]) > 1 else ""
+        failed = g["did_not_learn"]
+        note = f"  DID NOT LEARN ({failed} of {len(g['seeds'])} run{'s' if len(g['seeds']) > 1 else ''})" if failed else ""
         print(f"{g['dataset']:10s} {g['attr']:20s} {len(g['seeds']):5d} {g['num_pairs']:9d} "
-              f"{g['mean']:7.2f}%{spread:>8s}")
+              f"{g['mean']:7.2f}%{spread:>8s}{note}")
     if len(summary) > 1:
         mean = float(np.mean([g["mean"] for g in summary]))
         print(f"{'mean':10s} {f'({len(summary)} attributes)':20s} {'':5s} {'':9s} {mean:7.2f}%")
     steps = sorted({r["step"] for r in results})
     seeds = " (+- std over seeds, numpy ddof=0)" if any(len(g["seeds"]) > 1 for g in summary) else ""
     print(f"checkpoint {args.checkpoint}: step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}{seeds}")
+    for workdir, why in sorted({(r["workdir"], r["did_not_learn"]) for r in results if r["did_not_learn"]}):
+        print(f"{workdir}: did not learn: {why}")
 
 
 def image_paths(inputs: list[str]) -> list[str]:

@@ -184,10 +184,11 @@ class Config:
                     outputs=self.outputs)
 
 
-def make_config(dataset: str = "synthetic", recipe: str | None = None, **overrides: Any) -> Config:
+def make_config(dataset: str = "synthetic", recipe: str | None = None, pairs=None, **overrides: Any) -> Config:
     """Build a Config: the dataset's epochs, the model preset, the recipe, then `overrides` (None = unset).
 
-    `recipe` names a module of relrank/configs (default: the dataset's) or a .py file; fields
+    `recipe` names a module of relrank/configs (default: the dataset's) or a .py file; `pairs`, the
+    training pairs' `relrank.data.PairStructure` when known, lets the recipe adapt to it; fields
     of the model's spec (SPEC_FLAGS) edit the preset's. With `weights`, the preprocessing is
     the one that weights file expects.
     """
@@ -197,7 +198,7 @@ def make_config(dataset: str = "synthetic", recipe: str | None = None, **overrid
         raise UserError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
     recipe = recipe or DATASETS[dataset].recipe
     fields = {f.name for f in dataclasses.fields(Config)}
-    from_recipe = recipe_fields(recipe, dataset)
+    from_recipe = recipe_fields(recipe, dataset, pairs)
     unknown = sorted(set(from_recipe) - fields - set(SPEC_FLAGS))
     if unknown:
         raise UserError(f"recipe {recipe!r} sets unknown field(s) {', '.join(unknown)}; valid fields: "

@@ -16,6 +16,7 @@ from relrank.errors import UserError
 from relrank.metrics import accuracy_per_attribute
 
 CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
 
 
 def is_run(path: str) -> bool:
@@ -47,6 +48,16 @@ def read_config(run_dir: str) -> Config:
         raise UserError(f"cannot read {os.path.join(run_dir, CONFIG_FILE)}: {error}") from None
 
 
+def did_not_learn(run_dir: str) -> str:
+    """Why the run's training said it did not learn ('collapsed at step 290: ...'), or '' (learned, or no summary)."""
+    try:
+        with open(os.path.join(run_dir, SUMMARY_FILE)) as f:
+            failure = json.load(f).get("did_not_learn")
+    except (OSError, ValueError):
+        return ""
+    return f"{failure['kind'].replace('_', ' ')} at step {failure['step']}: {failure['seen']}" if failure else ""
+
+
 def load_scorer(run_dir: str, which: str = "latest"):
     """The run's scorer: `.config`, `.step` and `.score_dataset_images(data, ids)`."""
     if read_config(run_dir).method == "ranksvm":
@@ -72,6 +83,8 @@ def evaluate_run(run_dir: str, which: str = "latest", split: str = "test", data_
         pairs = data.pairs_of(split, config.attrs)
     ids, pairs = index_images(pairs)
     accuracies = accuracy_per_attribute(scorer.score_dataset_images(data, ids), pairs)
+    failure = did_not_learn(run_dir)
     return [dict(workdir=run_dir, dataset=config.dataset, attr=attr, seed=config.seed, split=split, step=scorer.step,
-                 accuracy=accuracies[attr], num_pairs=len(pairs[attr]), num_images=len(pairs[attr].images()))
+                 accuracy=accuracies[attr], num_pairs=len(pairs[attr]), num_images=len(pairs[attr].images()),
+                 did_not_learn=failure)
             for attr in config.attrs]

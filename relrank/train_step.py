@@ -62,7 +62,23 @@ def loss_fn(params, batch: dict, dropout_key: jax.Array, task: Task):
     r = scores(task.network, params, images, dropout_key)
     rank_loss = ranknet_loss(r[batch["a"]], r[batch["b"]], batch["target"], batch["weight"])
     l2 = l2_penalty(params)
-    return rank_loss + loss_weight_decay(task.config) * l2, dict(rank_loss=rank_loss, l2=l2)
+    correct, counted = ordered_pairs(r[batch["a"]], r[batch["b"]], batch["target"], batch["weight"])
+    metrics = dict(rank_loss=rank_loss, l2=l2, pairs_correct=correct, pairs_counted=counted, score_spread=spread(r))
+    return rank_loss + loss_weight_decay(task.config) * l2, metrics
+
+
+def spread(scores: jax.Array) -> jax.Array:
+    """How much the batch's scores [images, attributes] vary: the largest over attributes of their standard
+    deviation over the images, relative to 1 + their mean magnitude (0 when the network has collapsed)."""
+    return jnp.max(jnp.std(scores, axis=0) / (1.0 + jnp.mean(jnp.abs(scores), axis=0)))
+
+
+def ordered_pairs(score_a: jax.Array, score_b: jax.Array, target: jax.Array, weight: jax.Array):
+    """(correctly ordered, counted) annotated entries of the batch, ties skipped and a predicted tie wrong, as
+    the paper's metric counts them: the training-pair accuracy that tells whether a run learns."""
+    counted = weight * (target != 0.5)
+    right = jnp.where(target == 1.0, score_a > score_b, score_a < score_b)
+    return jnp.sum(counted * right), jnp.sum(counted)
 
 
 def train_step(state: TrainState, batch: dict, task: Task) -> tuple[TrainState, dict]:

@@ -21,6 +21,7 @@ from relrank.config import Config, dumps
 from relrank.data import LabelledPairs, RankingData, SplitImages, StoredImages, hold_out, load_dataset_for
 from relrank.errors import Interrupted, UserError
 from relrank.figures import plot_curves
+from relrank.learning import LearningMonitor
 from relrank.metrics import accuracy_per_attribute
 from relrank.network import apply_in_batches, init_params, initial_params, jit_apply
 from relrank.train_step import init_state, jit_train_step, make_task
@@ -34,8 +35,10 @@ class MetricsLog:
     Processes other than 0 check the loss but write nothing.
     """
 
-    def __init__(self, path: str, steps_per_epoch: int, last_checkpoint: Callable[[], str]):
+    def __init__(self, path: str, steps_per_epoch: int, last_checkpoint: Callable[[], str],
+                 on_interval: Callable[[list[tuple[int, dict]]], None] = lambda metrics: None):
         self.path = path
+        self.on_interval = on_interval
         self.writes = distributed.is_main()
         self.steps_per_epoch = steps_per_epoch
         self.last_checkpoint = last_checkpoint
@@ -63,13 +66,17 @@ class MetricsLog:
                 raise UserError(f"loss became {m['loss']} at step {s}; training stopped. "
                                 f"Last good checkpoint: {self.last_checkpoint()}")
         elapsed = time.perf_counter() - self.interval_start
+        counted = sum(m["pairs_counted"] for _, m in fetched)
         row = dict(
             step=fetched[-1][0], epoch=round(fetched[-1][0] / self.steps_per_epoch, 4),
             loss=float(np.mean([m["loss"] for _, m in fetched])),
             rank_loss=float(np.mean([m["rank_loss"] for _, m in fetched])),
+            train_pair_accuracy=round(100 * sum(m["pairs_correct"] for _, m in fetched) / counted, 2) if counted else None,
+            score_spread=float(min(m["score_spread"] for _, m in fetched)),
             images_per_s=round(self.interval_images / max(elapsed, 1e-9), 1),
         )
         self.write(**row)
+        self.on_interval(fetched)
         self.interval_start, self.interval_images = time.perf_counter(), 0
         return row
 
@@ -137,6 +144,23 @@ def _restore_or_init(config: Config, workdir: str, mesh, total_steps: int):
         raise UserError(f"no checkpoint in {checkpoints.directory} is readable (steps {', '.join(map(str, unreadable))});"
                         f" move that folder away to start afresh")
     return checkpoints, config, init_state(make_task(config, total_steps), initial_params(config)), None
+
+
+ETA_AFTER_STEPS = 20  # steps timed for the estimate of the time left
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def describe_run(config: Config, per_epoch: int, total_steps: int, start_step: int) -> str:
+    """One line saying what is about to train: recipe, model, input size, steps."""
+    batch = f"{config.batch_images} images" if config.batch_images else f"{config.batch_pairs} pairs"
+    weights = f"weights {os.path.basename(config.weights)}" if config.weights else "random init"
+    resumed = f", resuming at step {start_step}" if start_step else ""
+    return (f"recipe {config.recipe}: {config.model} at {config.image_size} px from {weights}, {config.optimizer} "
+            f"{config.backbone_lr:g}/{config.head_lr:g} ({config.schedule}); {total_steps} steps = {config.epochs} "
+            f"epochs of {per_epoch} steps of {batch}{resumed}")
 
 
 def _attrs_label(config: Config) -> str:
@@ -221,18 +245,19 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
     end_step = total_steps if stop_after_steps is None else min(total_steps, start_step + stop_after_steps)
     score_fn = jit_apply(task.network, mesh)
 
-    def evaluate_params(params) -> dict:
-        """{val_accuracy (if held out), test_accuracy: means over attributes; <split>_accuracy_per_attr}."""
-        row = {}
+    def evaluate_params(params) -> tuple[dict, dict]:
+        """({val_accuracy (if held out), test_accuracy: means over attributes; <split>_accuracy_per_attr},
+        {split: its images' scores})."""
+        row, scores_of = {}, {}
         for name in sorted(eval_splits, reverse=True):  # val first: it selects the best checkpoint
             split = eval_splits[name]
-            scores = apply_in_batches(lambda x: score_fn(params, sharding.put_images(x, mesh)), split.images,
-                                      config.eval_batch_images, desc=f"scoring {name}")
-            per_attr = accuracy_per_attribute(scores, split.pairs)
+            scores_of[name] = apply_in_batches(lambda x: score_fn(params, sharding.put_images(x, mesh)), split.images,
+                                               config.eval_batch_images, desc=f"scoring {name}")
+            per_attr = accuracy_per_attribute(scores_of[name], split.pairs)
             row[f"{name}_accuracy"] = float(np.mean(list(per_attr.values())))
             if len(per_attr) > 1:
                 row[f"{name}_accuracy_per_attr"] = per_attr
-        return row
+        return row, scores_of
 
     plans = input_pipeline.BatchPlans(train_pairs, len(train_split.ids), config.batch_pairs, config.seed,
                                       config.batch_images)
@@ -257,9 +282,29 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
         last = checkpoints.latest_step()
         return f"step {last} in {checkpoints.directory}" if last is not None else "none"
 
-    log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), per_epoch, last_checkpoint)
+    monitor = LearningMonitor(config.attrs, total_steps, per_epoch, round(config.warmup_fraction * total_steps))
+
+    def report(findings: list) -> None:
+        """Say at once what the monitor found, on stderr and in metrics.jsonl."""
+        for finding in findings:
+            log.write(step=finding.step, learning=finding.kind, message=finding.message())
+            if distributed.is_main():
+                bar.write(f"warning: {finding.message()}", file=sys.stderr)
+
+    log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), per_epoch, last_checkpoint,
+                     on_interval=lambda metrics: report(monitor.steps(metrics)))
     log.truncate_after(start_step)
-    evaluation = None
+    val_pairs = sum(int(np.sum(p.target != 0.5)) for p in eval_splits["val"].pairs.values()) if "val" in eval_splits else 0
+    evaluation, evaluated_step = None, None
+
+    def evaluate(step: int) -> dict:
+        row, scores_of = evaluate_params(state.params)
+        val = (row["val_accuracy"], val_pairs) if "val_accuracy" in row else None
+        report(monitor.evaluation(step, scores_of, val))
+        return row
+
+    if distributed.is_main():
+        print(describe_run(config, per_epoch, total_steps, start_step), file=sys.stderr)
     bar = tqdm(total=end_step, initial=start_step, desc=f"{config.dataset}/{_attrs_label(config)}", unit="step",
                disable=not distributed.is_main())
 
@@ -276,6 +321,7 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
             raise KeyboardInterrupt
 
     all_batches = itertools.chain([first_batch], batches) if first_batch is not None else iter(())
+    loop_start = time.perf_counter()
     try:
         for step, batch in enumerate(all_batches, start=start_step + 1):
             with signals.deferred() as received:  # the step donates its input state: never stop half-way
@@ -284,11 +330,14 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
                 raise KeyboardInterrupt
             log.add(step, metrics, images=len(batch["images"]))
             bar.update(1)
+            if step == start_step + ETA_AFTER_STEPS and distributed.is_main():
+                seconds = (time.perf_counter() - loop_start) / ETA_AFTER_STEPS * (end_step - step)
+                bar.write(f"about {_duration(seconds)} of training left ({end_step - step} steps)", file=sys.stderr)
             evaluate_now = step % (per_epoch * config.eval_every_epochs) == 0 or step == total_steps
             if step % config.log_every_steps == 0 or evaluate_now:
                 flush()
             if evaluate_now:
-                evaluation = evaluate_params(state.params)
+                evaluation, evaluated_step = evaluate(step), step
                 log.write(step=step, epoch=round(step / per_epoch, 4), seconds=round(time.perf_counter() - started, 1),
                           **evaluation)
                 shown = ", ".join(f"{name.replace('_', ' ')} {value:.2f}%" for name, value in evaluation.items()
@@ -296,8 +345,10 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
                 if distributed.is_main():
                     bar.write(f"epoch {step / per_epoch:g}: {shown}")
                 save(step, {name: v for name, v in evaluation.items() if name in checkpoint.SELECTION_METRICS})
-            elif step % config.checkpoint_every_steps == 0 or step == end_step:
+            elif step % config.checkpoint_every_steps == 0 or step == end_step or monitor.collapsed:
                 save(step)
+            if monitor.collapsed:
+                break
     except KeyboardInterrupt:
         with signals.deferred():  # a second Ctrl-C must not cut the checkpoint short
             if int(state.step) != checkpoints.latest_step():
@@ -317,11 +368,14 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
         checkpoints.wait()
         best = checkpoints.best_step()
         checkpoints.close()
-        if evaluation is None and end_step == total_steps and not received:
-            evaluation = evaluate_params(state.params)
+        final_step = int(state.step)
+        if evaluated_step != final_step and (end_step == total_steps or monitor.collapsed) and not received:
+            evaluation = evaluate(final_step)
+        verdict = monitor.verdict()
         summary.update(dict(test_accuracy=None), **(evaluation or {}))
-        summary.update(final_step=int(state.step), best_step=best, wall_seconds=round(time.perf_counter() - started, 1),
-                       **streaming.peak_memory_mib())
+        summary.update(final_step=final_step, best_step=best, wall_seconds=round(time.perf_counter() - started, 1),
+                       learned=verdict is None, did_not_learn=verdict.to_json() if verdict else None,
+                       learning_findings=[f.to_json() for f in monitor.findings], **streaming.peak_memory_mib())
         if distributed.is_main() and os.path.exists(log.path):
             title = f"{config.dataset} / {_attrs_label(config)}"
             summary["curves"] = plot_curves(log.path, os.path.join(workdir, "curves.png"), title)

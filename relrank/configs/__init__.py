@@ -1,23 +1,28 @@
 """Named training recipes: `train.py --config=NAME`, one small module each.
 
-A recipe is a module with `get_config(dataset) -> dict` of Config fields (and
-model-spec fields such as `block_widths` or `dropout`); the dataset's name lets
-it set per-dataset values such as epochs. Fields it leaves out keep the dataset's
-and the model preset's defaults; every command-line flag overrides it. A path to
-a .py file defining `get_config` works as well as a name.
+A recipe is a module with `get_config(dataset, pairs=None) -> dict` of Config
+fields (and model-spec fields such as `block_widths` or `dropout`); the dataset's
+name lets it set per-dataset values such as epochs, and `pairs` (a
+`relrank.data.PairStructure`, None before the data is opened) lets it adapt to how
+densely the training pairs cover the images. Fields it leaves out keep the
+dataset's and the model preset's defaults; every command-line flag overrides it.
+A path to a .py file defining `get_config(dataset)` or `get_config(dataset, pairs)`
+works as well as a name.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 
 from relrank.errors import UserError
 
 RECIPES = {
     "paper": "the paper's protocol: ImageNet VGG-16 fine-tuned with RMSProp (1e-5 / 1e-4), 16 pairs per step",
-    "scratch": "from random init on a CPU: vgg_cpu at 64 px, crops and flips, AdamW with warmup and cosine decay",
+    "scratch": "from random init on a CPU: vgg_cpu at 64 px, crops and flips, AdamW with warmup and cosine decay; "
+               "its batches and rates follow how densely the pairs cover the images",
     "demo": "the quickstart: vgg16_small at 32 px from random init, RMSProp at 1e-3 with cosine decay",
 }
 
@@ -35,9 +40,11 @@ def _module(name: str):
     return importlib.import_module(f"relrank.configs.{name}")
 
 
-def recipe_fields(name: str, dataset: str) -> dict:
-    """The fields recipe `name` sets for `dataset`."""
+def recipe_fields(name: str, dataset: str, pairs=None) -> dict:
+    """The fields recipe `name` sets for `dataset` and its training pairs' structure `pairs` (if known)."""
     module = _module(name)
     if not hasattr(module, "get_config"):
         raise UserError(f"recipe {name!r} defines no get_config(dataset)")
+    if len(inspect.signature(module.get_config).parameters) > 1:
+        return dict(module.get_config(dataset, pairs))
     return dict(module.get_config(dataset))
