@@ -14,7 +14,7 @@ import sys
 import time
 
 from relrank.config import DATASETS, MODEL_PRESETS, NORMS, OPTIMIZERS, SCHEDULES, make_config
-from relrank.configs import RECIPES
+from relrank.configs import RECIPES, recipe_regime
 from relrank.errors import Interrupted, UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -215,7 +215,9 @@ def _train(argv) -> int:
         structure = PairStructure.of(data.pairs_of("train", attrs))
         base = make_config(**overrides, pairs=structure)  # recipes adapt to how densely the pairs cover the images
         if distributed.is_main():
-            print(f"{base.dataset}: {structure.describe()}", file=sys.stderr)
+            chosen = recipe_regime(base.recipe, base.dataset, structure)
+            print(f"{base.dataset}: {structure.describe()}" + (f"; recipe {base.recipe}: {chosen} settings" if chosen
+                                                                 else ""), file=sys.stderr)
     name = "all" if args.attr == "all" else "+".join(attrs)
     root = args.workdir or os.path.join("runs", base.dataset, name)
     status = 0

@@ -4,8 +4,9 @@ Three failures are watched for:
   collapsed: every image gets the same score, for every attribute: over the evaluated images at an
     evaluation, or over every training batch of a whole epoch after the warmup. The rank loss is
     then ln 2 exactly (every pair predicted 50/50) and no gradient reaches the network again.
-  stuck: the rank loss stays well above ln 2 (worse than predicting 50/50 for every pair) for a
-    whole epoch, and at least a tenth of the run, after the warmup: a learning rate far too high.
+  stuck: the rank loss stays well above ln 2 (worse than predicting 50/50 for every pair) for two
+    epochs, and at least a quarter of the run, after the warmup: a learning rate far too high.
+    (A randomly initialised ranking layer starts above ln 2; a run that learns gets below it sooner.)
   at chance: after the first third of the run, the training pairs (over the last epoch's batches)
     or the validation pairs are ordered no better than a coin would order them. The run goes on,
     and ends as not learned if that is still so at its end.
@@ -23,7 +24,7 @@ import numpy as np
 
 LN2 = math.log(2.0)
 STUCK_MARGIN = 0.05  # a rank loss above ln 2 + this in every logged interval of the window is stuck
-STUCK_RUN_FRACTION = 0.1  # ... the window: an epoch, and at least this fraction of the run
+STUCK_EPOCHS, STUCK_RUN_FRACTION = 2, 0.25  # ... the window: this many epochs, and at least this fraction of the run
 SPREAD_TOLERANCE = 1e-5  # std of the scores over images, relative to 1 + their mean magnitude
 CHANCE_MARGIN = 5.0  # accuracy (%) must clear 50 by this much, or by 2 standard errors if more
 MIN_PAIRS_TO_JUDGE = 200  # fewer ordered pairs than this say nothing about chance
@@ -122,7 +123,7 @@ class LearningMonitor:
             return self._found(Finding("collapsed", last, f"every training image has got the same score since step "
                                        f"{self.constant_since} (for all {len(self.attrs)} attribute(s)); the rank loss "
                                        f"is ln 2 = {LN2:.4f}, every pair predicted 50/50"))
-        window = max(self.per_epoch, math.ceil(STUCK_RUN_FRACTION * self.total_steps))
+        window = max(STUCK_EPOCHS * self.per_epoch, math.ceil(STUCK_RUN_FRACTION * self.total_steps))
         if self.stuck_since and last - self.stuck_since + 1 >= window:
             return self._found(Finding("stuck", last, f"the rank loss has stayed above ln 2 + {STUCK_MARGIN} = "
                                        f"{LN2 + STUCK_MARGIN:.3f} (worse than predicting 50/50 for every pair; "

@@ -158,9 +158,10 @@ def describe_run(config: Config, per_epoch: int, total_steps: int, start_step: i
     batch = f"{config.batch_images} images" if config.batch_images else f"{config.batch_pairs} pairs"
     weights = f"weights {os.path.basename(config.weights)}" if config.weights else "random init"
     resumed = f", resuming at step {start_step}" if start_step else ""
-    return (f"recipe {config.recipe}: {config.model} at {config.image_size} px from {weights}, {config.optimizer} "
-            f"{config.backbone_lr:g}/{config.head_lr:g} ({config.schedule}); {total_steps} steps = {config.epochs} "
-            f"epochs of {per_epoch} steps of {batch}{resumed}")
+    return (f"recipe {config.recipe}: {config.model} at {config.image_size} px from {weights}, dropout "
+            f"{config.spec.dropout:g}, {config.optimizer} {config.backbone_lr:g}/{config.head_lr:g} ({config.schedule}); "
+            f"{total_steps} steps = {config.epochs} epoch{'s' if config.epochs > 1 else ''} of {per_epoch} steps of "
+            f"{batch}{resumed}")
 
 
 def _attrs_label(config: Config) -> str:

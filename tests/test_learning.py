@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from relrank.config import make_config
+from relrank.configs import scratch
 from relrank.data import Pairs, PairStructure
 from relrank.learning import LN2, LearningMonitor, at_chance, constant_attributes
 
@@ -36,13 +37,13 @@ def test_a_loss_near_ln2_alone_is_no_collapse_and_one_well_above_it_is_stuck():
     monitor = LearningMonitor(("a",), total_steps=1000, steps_per_epoch=50, warmup_steps=0)
     for start in range(1, 501, 10):  # slow learning with many ties: the loss stays near ln 2, scores vary
         assert monitor.steps(interval(start, start + 9, LN2 + 0.01)) == []
-    for start in range(501, 591, 10):
+    for start in range(501, 741, 10):
         assert monitor.steps(interval(start, start + 9, 3.0)) == []
-    assert monitor.steps(interval(591, 600, 0.5)) == []  # better again: the watch starts anew
-    for start in range(601, 691, 10):
-        assert monitor.steps(interval(start, start + 9, 3.0)) == []  # 90 steps: an epoch, not a tenth of the run
-    found = monitor.steps(interval(691, 700, 3.0))
-    assert [f.kind for f in found] == ["stuck"] and "above ln 2" in found[0].seen and "since step 601" in found[0].seen
+    assert monitor.steps(interval(741, 750, 0.5)) == []  # better again: the watch starts anew
+    for start in range(751, 991, 10):
+        assert monitor.steps(interval(start, start + 9, 3.0)) == []  # 240 steps: two epochs, not a quarter of the run
+    found = monitor.steps(interval(991, 1000, 3.0))
+    assert [f.kind for f in found] == ["stuck"] and "above ln 2" in found[0].seen and "since step 751" in found[0].seen
 
 
 def test_a_healthy_run_is_never_flagged():
@@ -111,6 +112,13 @@ def test_the_scratch_recipe_follows_the_pair_structure():
     assert sparse_config.backbone_lr < dense_config.backbone_lr
     assert make_config("pairs_csv", "scratch", pairs=thin, backbone_lr=0.1).backbone_lr == 0.1  # flags still win
 
+    i, j = np.triu_indices(200, 1)
+    chosen = rng.choice(len(i), 3000, replace=False)  # 15% of the pairs of 200 images: PubFig with 500 pairs each
+    mid = PairStructure.of({"a": Pairs(i[chosen], j[chosen], np.ones(3000, np.float32))})
+    assert [scratch.regime("pairs_csv", p) for p in (structure, mid, thin)] == ["all pairs", "dense pairs", "sparse pairs"]
+    mid_config = make_config("pairs_csv", "scratch", pairs=mid)
+    assert mid_config.batch_images == dense_config.batch_images and mid_config.spec.dropout < dense_config.spec.dropout
+
 
 def last_line(text):
     return text.strip().splitlines()[-1]
@@ -148,7 +156,7 @@ def test_a_healthy_run_learned(trained_run):
         summary = json.load(f)
     assert summary["learned"] and summary["did_not_learn"] is None and summary["learning_findings"] == []
     assert "did not learn" not in result.stdout + result.stderr
-    assert "recipe demo: vgg16_small at 32 px from random init" in result.stderr  # said before training
+    assert "recipe demo: vgg16_small at 32 px from random init, dropout" in result.stderr  # said before training
     assert "of training left" in result.stderr  # and an estimate once the first steps are timed
 
 

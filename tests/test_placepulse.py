@@ -82,5 +82,7 @@ def test_trains_on_place_pulse(tmp_path):
     result = run_cli("train.py", "--dataset=placepulse", f"--manual_dir={DUMMY}", f"--data_dir={tmp_path / 'tfds'}",
                      f"--workdir={tmp_path / 'run'}", "--attr=all", "--model=vgg16_small", "--image_size=32",
                      "--epochs=1", "--batch_pairs=16")
-    assert result.returncode == 0, result.stderr[-3000:]
+    # One epoch of 22 steps at the paper's fine-tuning rates from random init, on 27 dummy images, learns nothing,
+    # and the run may say so (exit status 3, relrank/learning.py): the mechanics are what is tested here.
+    assert result.returncode in (0, 3), result.stderr[-3000:]
     assert "placepulse/3 attributes: mean test accuracy" in result.stdout

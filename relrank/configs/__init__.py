@@ -7,7 +7,8 @@ name lets it set per-dataset values such as epochs, and `pairs` (a
 densely the training pairs cover the images. Fields it leaves out keep the
 dataset's and the model preset's defaults; every command-line flag overrides it.
 A path to a .py file defining `get_config(dataset)` or `get_config(dataset, pairs)`
-works as well as a name.
+works as well as a name. A recipe that adapts may also define `regime(dataset, pairs)
+-> str`, the name of the settings it chose (printed before training).
 """
 
 from __future__ import annotations
@@ -48,3 +49,9 @@ def recipe_fields(name: str, dataset: str, pairs=None) -> dict:
     if len(inspect.signature(module.get_config).parameters) > 1:
         return dict(module.get_config(dataset, pairs))
     return dict(module.get_config(dataset))
+
+
+def recipe_regime(name: str, dataset: str, pairs) -> str:
+    """The name of the settings recipe `name` chose for `pairs`, or '' for a recipe that does not adapt."""
+    module = _module(name)
+    return module.regime(dataset, pairs) if hasattr(module, "regime") else ""
