@@ -111,8 +111,9 @@ class PairStructure:
     """How densely a run's training pairs cover its images: what the scratch recipe adapts to.
 
     `rows`: the image pairs annotated for any attribute (a training step draws these);
-    `coverage`: their fraction of all image pairs, 1 where every image is compared with every
-    other (OSR and PubFig), well under 1% for LFW-10, UT-Zap50K and most users' own pairs.
+    `coverage`: their fraction of all image pairs; `attribute_coverage`: the fraction of all image
+    pairs an attribute annotates, on average: 1 where every image is compared with every other
+    (OSR and PubFig), well under 1% for LFW-10, UT-Zap50K and most users' own pairs.
     """
 
     images: int
@@ -133,9 +134,13 @@ class PairStructure:
     def coverage(self) -> float:
         return self.rows / max(self.images * (self.images - 1) / 2, 1)
 
+    @property
+    def attribute_coverage(self) -> float:
+        return min(1.0, self.pairs_per_attribute / max(self.images * (self.images - 1) / 2, 1))
+
     def describe(self) -> str:
         return (f"{self.pairs_per_attribute:,.0f} training pairs per attribute among {self.images:,} images "
-                f"({100 * self.coverage:.3g}% of the image pairs annotated), {100 * self.tie_share:.0f}% of them ties")
+                f"({100 * self.attribute_coverage:.3g}% of the image pairs), {100 * self.tie_share:.0f}% of them ties")
 
 
 class ImageRecords:

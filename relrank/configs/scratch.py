@@ -25,7 +25,7 @@ import math
 GROUP_IMAGES = 32
 GROUP_SLOTS = GROUP_IMAGES * (GROUP_IMAGES - 1) // 2
 ALL_PAIRS_DATASETS = ("pubfig", "osr")
-ALL_PAIRS_COVERAGE = 0.5  # at least this fraction of the image pairs annotated: "all pairs"
+ALL_PAIRS_COVERAGE = 0.5  # an attribute annotates at least this fraction of the image pairs: "all pairs"
 REGIMES = {  # name -> the fields it sets
     "all pairs": dict(batch_images=GROUP_IMAGES, dropout=0.5, backbone_lr=2e-3, head_lr=2e-3),
     "dense pairs": dict(batch_images=GROUP_IMAGES, dropout=0.1, backbone_lr=2e-3, head_lr=2e-3),
@@ -41,7 +41,7 @@ def regime(dataset: str, pairs) -> str:
     """'all pairs', 'dense pairs' or 'sparse pairs' for `dataset` with training pairs of structure `pairs`."""
     if pairs is None:
         return "all pairs" if dataset in ALL_PAIRS_DATASETS else "sparse pairs"
-    if pairs.coverage >= ALL_PAIRS_COVERAGE:
+    if pairs.attribute_coverage >= ALL_PAIRS_COVERAGE:
         return "all pairs"
     return "dense pairs" if (GROUP_IMAGES - 1) * pairs.coverage >= 1 else "sparse pairs"
 
