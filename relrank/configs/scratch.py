@@ -23,13 +23,14 @@ from __future__ import annotations
 import math
 
 GROUP_IMAGES = 32
+BATCH_PAIRS = 32  # of the sparse pairs' steps
 GROUP_SLOTS = GROUP_IMAGES * (GROUP_IMAGES - 1) // 2
 ALL_PAIRS_DATASETS = ("pubfig", "osr")
 ALL_PAIRS_COVERAGE = 0.5  # an attribute annotates at least this fraction of the image pairs: "all pairs"
 REGIMES = {  # name -> the fields it sets
     "all pairs": dict(batch_images=GROUP_IMAGES, dropout=0.5, backbone_lr=2e-3, head_lr=2e-3),
     "dense pairs": dict(batch_images=GROUP_IMAGES, dropout=0.1, backbone_lr=2e-3, head_lr=2e-3),
-    "sparse pairs": dict(batch_pairs=32, dropout=0.1, backbone_lr=1e-3, head_lr=1e-3),
+    "sparse pairs": dict(batch_images=0, dropout=0.1, backbone_lr=1e-3, head_lr=1e-3),
 }
 STEPS = {"all pairs": 4500, "dense pairs": 3000}  # per run, for image groups
 SPARSE_EPOCHS, SPARSE_STEPS = 20, (300, 2500)
@@ -52,7 +53,7 @@ def epochs(name: str, pairs) -> int | None:
         return ALL_PAIRS_EPOCHS if name == "all pairs" else None
     if name in STEPS:
         return max(1, round(STEPS[name] / math.ceil(pairs.rows / GROUP_SLOTS)))
-    per_epoch = math.ceil(pairs.rows / REGIMES[name]["batch_pairs"])
+    per_epoch = math.ceil(pairs.rows / BATCH_PAIRS)
     low, high = SPARSE_STEPS
     return max(1, round(min(max(SPARSE_EPOCHS * per_epoch, low), high) / per_epoch))
 
@@ -60,8 +61,8 @@ def epochs(name: str, pairs) -> int | None:
 def get_config(dataset: str, pairs=None) -> dict:
     name = regime(dataset, pairs)
     config = dict(model="vgg_cpu", image_size=64, load_size=72, crop_min_scale=0.35, flip=True, color_jitter=0.1,
-                  zero_head=True, optimizer="adamw", schedule="cosine", warmup_fraction=0.05, weight_decay=0.05,
-                  **REGIMES[name])
+                  zero_head=True, batch_pairs=BATCH_PAIRS, optimizer="adamw", schedule="cosine", warmup_fraction=0.05,
+                  weight_decay=0.05, **REGIMES[name])
     n = epochs(name, pairs)
     if n:
         config.update(epochs=n, eval_every_epochs=max(1, round(n / EVALUATIONS)))
