@@ -332,6 +332,7 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
             log.add(step, metrics, images=len(batch["images"]))
             bar.update(1)
             if step == start_step + ETA_AFTER_STEPS and distributed.is_main():
+                jax.block_until_ready(metrics)  # steps run asynchronously: time them done
                 seconds = (time.perf_counter() - loop_start) / ETA_AFTER_STEPS * (end_step - step)
                 bar.write(f"about {_duration(seconds)} of training left ({end_step - step} steps)", file=sys.stderr)
             evaluate_now = step % (per_epoch * config.eval_every_epochs) == 0 or step == total_steps
