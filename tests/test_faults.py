@@ -8,6 +8,7 @@ wrong numbers.
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import struct
@@ -218,7 +219,8 @@ def truncate(path):
 
 
 @pytest.mark.parametrize("damage,why", [
-    (lambda step: flip_a_byte(largest_file(os.path.join(step, "params"))), "do not match the checksums"),
+    # A flipped bit fails the checksum, or the decompression first when it lands in compressed framing.
+    (lambda step: flip_a_byte(largest_file(os.path.join(step, "params"))), "do not match the checksums|is damaged"),
     (lambda step: truncate(largest_file(os.path.join(step, "params"))), "is damaged or missing"),
     (lambda step: os.remove(largest_file(os.path.join(step, "params"))), "is damaged or missing"),
     (lambda step: os.remove(os.path.join(step, "config", "metadata")), "its config cannot be read"),
@@ -229,7 +231,7 @@ def test_4_a_corrupt_checkpoint_is_named_and_the_readable_steps_offered(trained_
     damage(os.path.join(workdir, "checkpoints", "500"))
     assert evaluate_main([f"--workdir={workdir}"]) == 2
     line = last_error_line(capsys)
-    assert "checkpoint step 500" in line and "is unreadable" in line and why in line, line
+    assert "checkpoint step 500" in line and "is unreadable" in line and re.search(why, line), line
     assert "readable steps: " in line and "400" in line and "--checkpoint=STEP" in line, line
     assert relrank.load(workdir, "400").step == 400
 
