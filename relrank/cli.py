@@ -242,7 +242,9 @@ def _print_result(config, summary: dict, what: str, workdir: str, details: str =
     accuracy = summary["test_accuracy"]
     failure = summary.get("did_not_learn")
     if failure:
-        details += f"; did not learn: {failure['kind'].replace('_', ' ')} at step {failure['step']} (see above)"
+        from relrank.learning import described
+
+        details += f"; did not learn: {described(failure)} (see above)"
     if accuracy is None:
         print(f"{config.dataset}/{config.attr}: {what} not evaluated yet{details} -> {workdir}")
         return

@@ -60,6 +60,11 @@ class Finding:
         return dataclasses.asdict(self)
 
 
+def described(failure: dict) -> str:
+    """'collapsed at step 290': a finding as summary.json stores it (`Finding.to_json`), in a few words."""
+    return f"{failure['kind'].replace('_', ' ')} at step {failure['step']}"
+
+
 def at_chance(accuracy: float, pairs: int) -> bool:
     """Whether `accuracy` (%) over `pairs` ordered pairs is no clear evidence of more than a coin's 50%.
 

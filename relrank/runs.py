@@ -13,6 +13,7 @@ import os
 from relrank.config import Config
 from relrank.data import hold_out, index_images, load_dataset_for
 from relrank.errors import UserError
+from relrank.learning import described
 from relrank.metrics import accuracy_per_attribute
 
 CONFIG_FILE = "config.json"
@@ -55,7 +56,7 @@ def did_not_learn(run_dir: str) -> str:
             failure = json.load(f).get("did_not_learn")
     except (OSError, ValueError):
         return ""
-    return f"{failure['kind'].replace('_', ' ')} at step {failure['step']}: {failure['seen']}" if failure else ""
+    return f"{described(failure)}: {failure['seen']}" if failure else ""
 
 
 def load_scorer(run_dir: str, which: str = "latest"):
