@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import importlib.util
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -148,12 +150,16 @@ def train_parser() -> argparse.ArgumentParser:
     add("--keep_checkpoints", type=int, help="how many recent checkpoints to keep; the best one is kept too (default: 3)")
     add("--log_every_steps", type=int, help="steps between metrics.jsonl rows (default: 10)")
     add("--stop_after_steps", type=int, default=None, help="stop after N more steps with a checkpoint (rerun to continue)")
+    add("--extend", action="store_true", help="resume a run with a larger --epochs on purpose (its learning-rate "
+        "schedule stretches to the new length); any other change of settings on resume is refused")
     add("--data_dir", default=None, help="TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     add("--manual_dir", default=None, help="folder holding the dataset's source files "
         "(default: DATA_DIR/downloads/manual/<builder>); the error for a missing file says what to download")
     add("--split", type=int, help="zappos1 only: which of the 10 train/test splits (default: 1)")
     add("--equal_pairs", action="store_const", const=True, default=None,
         help="zappos1/zappos2: also train on the release's 'equal' pairs (target 0.5)")
+    add("--unique_pairs", action="store_const", const=True, default=None, help="pairs_csv: refuse a pair annotated "
+        "more than once (default: crowd votes are welcome; training uses every vote, test pairs count by majority)")
     add("--test_pairs_fraction", type=float, help="evaluate a seeded random fraction of the test pairs "
         "(the paper used 0.05 for OSR; default: 1, all of them)")
     hosts = parser.add_argument_group(
@@ -194,7 +200,7 @@ def _train(argv) -> int:
     args = train_parser().parse_args(argv)
     launch = ("coordinator_address", "num_processes", "process_id", "coordinator_timeout")
     overrides = {k: v for k, v in vars(args).items()
-                 if k not in ("attr", "workdir", "stop_after_steps", "seeds") + launch}
+                 if k not in ("attr", "workdir", "stop_after_steps", "seeds", "extend") + launch}
     random_on_purpose = overrides["weights"] == RANDOM_WEIGHTS
     if random_on_purpose:
         overrides["weights"] = None
@@ -206,8 +212,11 @@ def _train(argv) -> int:
                         f"--weights={RANDOM_WEIGHTS} to train VGG-16 from random init anyway")
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.stop_after_steps is not None and args.stop_after_steps < 1:
+        raise UserError(f"--stop_after_steps must be at least 1, got {args.stop_after_steps}")
     if args.workdir:
         check_usable(args.workdir)
+        check_seed_layout(args.workdir, args.seeds)
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id, args.coordinator_timeout)
     data = distributed.first_on_main(lambda: load_dataset_for(base), "prepare the dataset")
     attrs = _attrs(args.attr, data)
@@ -220,6 +229,7 @@ def _train(argv) -> int:
                                                                  else ""), file=sys.stderr)
     name = "all" if args.attr == "all" else "+".join(attrs)
     root = args.workdir or os.path.join("runs", base.dataset, name)
+    check_seed_layout(root, args.seeds)
     status = 0
     for seed in range(base.seed, base.seed + args.seeds):
         config = dataclasses.replace(base, attr=",".join(attrs), seed=seed)
@@ -228,7 +238,7 @@ def _train(argv) -> int:
             summary = train_ranksvm(config, workdir, data=data)
             _print_result(config, summary, "RankSVM test accuracy", workdir)
             continue
-        summary = train(config, workdir, stop_after_steps=args.stop_after_steps, data=data)
+        summary = train(config, workdir, stop_after_steps=args.stop_after_steps, data=data, extend=args.extend)
         if distributed.is_main():
             _print_result(config, summary, "test accuracy", workdir,
                           f" at step {summary['final_step']} ({summary['wall_seconds']:.0f} s; compile "
@@ -236,6 +246,20 @@ def _train(argv) -> int:
         if summary.get("did_not_learn"):
             status = EXIT_DID_NOT_LEARN
     return status
+
+
+def check_seed_layout(root: str, seeds: int) -> None:
+    """A run and seed_N/ runs never share a folder: --seeds>1 into a run's workdir, or one seed into a folder of
+    seeds, is a one-line error."""
+    from relrank.runs import is_run
+
+    if seeds > 1 and is_run(root):
+        raise UserError(f"{root} holds a single run; --seeds={seeds} would put seed_N/ runs beside it: "
+                        f"give another --workdir")
+    if seeds == 1 and os.path.isdir(root) and not is_run(root) and any(
+            is_run(os.path.join(root, d)) for d in os.listdir(root) if d.startswith("seed_")):
+        raise UserError(f"{root} holds seed_N/ runs of --seeds; resume them with the same --seeds, or give another "
+                        f"--workdir for a single run")
 
 
 def _print_result(config, summary: dict, what: str, workdir: str, details: str = "") -> None:
@@ -278,34 +302,36 @@ def evaluate_parser() -> argparse.ArgumentParser:
 def _evaluate(argv) -> None:
     import numpy as np
 
-    from relrank.runs import evaluate_run, find_runs
+    from relrank.runs import dataset_means, evaluate_run, find_runs, pool_seeds
 
     args = evaluate_parser().parse_args(argv)
     results = [row for run in find_runs(args.workdir)
                for row in evaluate_run(run, args.checkpoint, args.split, args.data_dir)]
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in results:
-        groups.setdefault((row["dataset"], row["attr"]), []).append(row)
-    summary = [dict(dataset=dataset, attr=attr, seeds=[r["seed"] for r in rows], num_pairs=rows[0]["num_pairs"],
-                    mean=float(np.mean([r["accuracy"] for r in rows])), std=float(np.std([r["accuracy"] for r in rows])),
-                    did_not_learn=sum(bool(r["did_not_learn"]) for r in rows))
-               for (dataset, attr), rows in groups.items()]
+    groups = pool_seeds(results)
+    means = dataset_means(groups)
     if args.json:
-        print(json.dumps(dict(results=results, attributes=summary), indent=2))
+        print(json.dumps(dict(results=results, attributes=groups, means=means), indent=2))
         return
-    print(f"{'dataset':10s} {'attribute':20s} {'seeds':>5s} {'pairs':>9s} {'accuracy':>16s}")
-    for g in summary:
-        spread = f" +- {g['std']:.2f}" if len(g["seeds"]) > 1 else ""
-        failed = g["did_not_learn"]
-        note = f"  DID NOT LEARN ({failed} of {len(g['seeds'])} run{'s' if len(g['seeds']) > 1 else ''})" if failed else ""
-        print(f"{g['dataset']:10s} {g['attr']:20s} {len(g['seeds']):5d} {g['num_pairs']:9d} "
-              f"{g['mean']:7.2f}%{spread:>8s}{note}")
-    if len(summary) > 1:
-        mean = float(np.mean([g["mean"] for g in summary]))
-        print(f"{'mean':10s} {f'({len(summary)} attributes)':20s} {'':5s} {'':9s} {mean:7.2f}%")
+    labelled = any(g["label"] for g in groups)
+    print(f"{'dataset':10s} {'attribute':20s} {'seeds':>5s} {'pairs':>9s} {'accuracy':>16s}"
+          + ("  settings" if labelled else ""))
+    for g in groups:
+        runs = len(g["seeds"])
+        spread = f" +- {g['std']:.2f}" if runs > 1 else ""
+        accuracy = f"{g['mean']:7.2f}%{spread:>8s}" if np.isfinite(g["mean"]) else f"{'no pairs':>16s}"
+        note = f"  DID NOT LEARN ({g['did_not_learn']} of {runs} run{'s' if runs > 1 else ''})" if g["did_not_learn"] else ""
+        print(f"{g['dataset']:10s} {g['attr']:20s} {runs:5d} {g['num_pairs']:9d} {accuracy}"
+              + (f"  {g['label']}" if labelled else "") + note)
+    for m in means:
+        attributes = f"mean ({m['attributes']} attributes)"
+        print(f"{m['dataset']:10s} {attributes:20s} {'':5s} {'':9s} {m['mean']:7.2f}%{'':8s}"
+              + (f"  {m['label']}" if labelled else ""))
     steps = sorted({r["step"] for r in results})
-    seeds = " (+- std over seeds, numpy ddof=0)" if any(len(g["seeds"]) > 1 for g in summary) else ""
+    seeds = " (+- std over seeds, numpy ddof=0)" if any(len(g["seeds"]) > 1 for g in groups) else ""
     print(f"checkpoint {args.checkpoint}: step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}{seeds}")
+    for g in groups:
+        if not np.isfinite(g["mean"]):
+            print(f"{g['dataset']}/{g['attr']}: nothing to evaluate: every {args.split} pair is a tie (ties are skipped)")
     for workdir, why in sorted({(r["workdir"], r["did_not_learn"]) for r in results if r["did_not_learn"]}):
         print(f"{workdir}: did not learn: {why}")
 
@@ -326,8 +352,12 @@ def image_paths(inputs: list[str]) -> list[str]:
     return paths
 
 
-def check_output_file(path: str, flag: str, example: str) -> None:
-    """A one-line error before any work if `path` cannot be written as a file."""
+def check_output_file(path: str, flag: str, example: str, formats: tuple[str, ...] = ()) -> None:
+    """A one-line error before any work if `path` cannot be written as a file (of one of `formats`, its extensions)."""
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if formats and extension not in formats:
+        raise UserError(f"{flag} {path}: {'.' + extension if extension else 'no extension'} is not an image format "
+                        f"relrank can write; use one of {', '.join('.' + f for f in formats)}")
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {os.path.join(path, example)}")
     folder = os.path.dirname(os.path.abspath(path))
@@ -335,6 +365,21 @@ def check_output_file(path: str, flag: str, example: str) -> None:
         raise UserError(f"{flag} {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise UserError(f"{flag} {path}: folder {folder} is not writable")
+
+
+def sheet_formats() -> tuple[str, ...]:
+    """Extensions PIL writes (the ranked sheet)."""
+    from PIL import Image
+
+    Image.init()
+    return tuple(sorted({ext.lstrip(".") for ext, kind in Image.registered_extensions().items() if kind in Image.SAVE}))
+
+
+def figure_formats() -> tuple[str, ...]:
+    """Extensions matplotlib writes (saliency and embedding figures)."""
+    from matplotlib.figure import Figure
+
+    return tuple(sorted(Figure().canvas.get_supported_filetypes()))
 
 
 def _score(args) -> None:
@@ -345,7 +390,7 @@ def _score(args) -> None:
 
     check_output_file(args.out, "--out", "ranking.csv")
     if args.sheet:
-        check_output_file(args.sheet, "--sheet", "ranking.png")
+        check_output_file(args.sheet, "--sheet", "ranking.png", sheet_formats())
     ranker = load(args.workdir, args.checkpoint)
     columns = [ranker.output(args.attr)] if args.attr or len(ranker.attrs) == 1 else list(range(len(ranker.attrs)))
     if args.sheet and len(columns) > 1:
@@ -370,8 +415,9 @@ def _score(args) -> None:
     named = ", ".join(ranker.attrs[c] for c in columns)
     print(f"scored {len(kept)} images by {named} -> {args.out} (rank 1 = most)")
     if args.sheet:
-        ranking_sheet(kept, values, args.sheet)
-        print(f"sheet, weakest to strongest -> {args.sheet}")
+        title = f"{ranker.config.dataset} / {ranker.attrs[columns[0]]}"
+        ranking_sheet(kept, values, args.sheet, names=[os.path.relpath(k) for k in kept], title=title)
+        print(f"sheet, weakest (top left) to strongest -> {args.sheet}")
 
 
 def _saliency(args) -> None:
@@ -380,7 +426,9 @@ def _saliency(args) -> None:
     from relrank.ranker import load
     from relrank.saliency import pair_saliency
 
-    check_output_file(args.out, "--out", "saliency.png")
+    check_output_file(args.out, "--out", "saliency.png", figure_formats())
+    if not math.isfinite(args.sigma) or args.sigma < 0:
+        raise UserError(f"--sigma must be a number >= 0 (pixels of smoothing), got {args.sigma}")
     ranker = load(args.workdir, args.checkpoint)
     for path in (args.image_a, args.image_b):
         if not os.path.isfile(path):
@@ -388,8 +436,8 @@ def _saliency(args) -> None:
     a, b = (to_uint8_rgb(path, ranker.config.image_size) for path in (args.image_a, args.image_b))
     attr = ranker.attrs[ranker.output(args.attr)]
     p, map_a, map_b = pair_saliency(ranker, a, b, sigma=args.sigma, attr=attr)
-    saliency_figure(a, b, map_a, map_b, p, args.out, attr)
     name_a, name_b = os.path.basename(args.image_a), os.path.basename(args.image_b)
+    saliency_figure(a, b, map_a, map_b, p, args.out, attr, names=(name_a, name_b))
     print(f"P({name_a} shows more {attr} than {name_b}) = {p:.3f} -> {args.out}")
 
 
@@ -401,16 +449,26 @@ def _embed(args) -> None:
     from relrank.figures import embedding_figure
     from relrank.ranker import load
 
-    check_output_file(args.out, "--out", "embedding.png")
+    if importlib.util.find_spec("sklearn") is None:
+        raise UserError("embed draws t-SNE with scikit-learn, which is not installed: pip install 'relrank[viz]' "
+                        "(or pip install scikit-learn)")
+    if args.max_images < MIN_EMBEDDED:
+        raise UserError(f"--max_images must be at least {MIN_EMBEDDED} (t-SNE needs a few points), got {args.max_images}")
+    check_output_file(args.out, "--out", "embedding.png", figure_formats())
     ranker = load(args.workdir, args.checkpoint)
     attr = ranker.attrs[ranker.output(args.attr)]
     data = load_dataset_for(ranker.config)
     ids = data.pairs("test", attr).images()[: args.max_images]
+    if len(ids) < MIN_EMBEDDED:
+        raise UserError(f"{ranker.config.dataset}/{attr} has {len(ids)} test images; t-SNE needs at least {MIN_EMBEDDED}")
     images = data.load_images(ids, ranker.config.image_size)
     before, after = before_and_after(ranker, images)
-    rank = np.argsort(np.argsort(ranker.score(images, attr)))
-    embedding_figure(tsne(before), tsne(after), rank, args.out, f"{ranker.config.dataset} / {attr}")
+    rank = len(ids) - np.argsort(np.argsort(ranker.score(images, attr)))  # 1 = most, as score's CSV
+    embedding_figure(tsne(before), tsne(after), rank, args.out, f"{ranker.config.dataset} / {attr}", attr)
     print(f"t-SNE of {len(ids)} test images before and after fine-tuning -> {args.out}")
+
+
+MIN_EMBEDDED = 5  # images t-SNE is drawn for, at least
 
 
 def use_parser() -> argparse.ArgumentParser:
@@ -463,6 +521,7 @@ def _weights(argv) -> None:
     from relrank.weights import convert
 
     args = weights_parser().parse_args(argv)
+    check_output_file(args.target, "target", "vgg16.safetensors")
     start = time.perf_counter()
     convert(args.source, args.target)
     print(f"wrote {args.target} ({time.perf_counter() - start:.1f} s)")

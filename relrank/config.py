@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from typing import Any
 
 from relrank.errors import UserError
@@ -113,6 +114,12 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+# Fields that say how a run is executed, stored or logged (or where its files lie), not what it learns:
+# they may change when a run resumes and do not split seeds into different experiments.
+HOW_RUN_FIELDS = ("recipe", "eval_batch_images", "input_pipeline", "data_workers", "checkpoint_every_steps",
+                  "keep_checkpoints", "log_every_steps", "eval_every_epochs", "data_dir", "manual_dir")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that defines a training run."""
@@ -153,8 +160,10 @@ class Config:
     manual_dir: str = ""
     split: int = 1
     equal_pairs: bool = False
+    unique_pairs: bool = False  # pairs_csv: refuse a pair annotated twice (default: every vote counts)
     test_pairs_fraction: float = 1.0
     val_fraction: float = 0.0
+    data_identity: str = ""  # a hash of the dataset's attributes and pairs, set when training opens it
     spec: ModelSpec = ModelSpec()
     preprocessing: Preprocessing = Preprocessing()
 
@@ -178,10 +187,20 @@ class Config:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(spec=spec, preprocessing=prep, **{k: v for k, v in data.items() if k in known})
 
-    def model_identity(self) -> dict[str, Any]:
-        """The fields that fix the shapes of the parameters."""
-        return dict(model=self.model, image_size=self.image_size, spec=dataclasses.asdict(self.spec),
-                    outputs=self.outputs)
+    def meaning(self) -> dict[str, Any]:
+        """The fields that change what a run learns or how it is evaluated, flattened ('spec.dropout': 0.5):
+        two runs whose meaning differs only in `seed` are seeds of one experiment. The weights file
+        counts by its name (the same file may lie in another folder on another machine)."""
+        flat: dict[str, Any] = {}
+        for name, value in self.to_json().items():
+            if name in HOW_RUN_FIELDS:
+                continue
+            if isinstance(value, dict):
+                flat.update({f"{name}.{key}": item for key, item in value.items()})
+            else:
+                flat[name] = value
+        flat["weights"] = os.path.basename(self.weights)
+        return flat
 
 
 def make_config(dataset: str = "synthetic", recipe: str | None = None, pairs=None, **overrides: Any) -> Config:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import json
 import os
+import shutil
 import sys
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from relrank import prepared
 from relrank.config import DATASETS
 from relrank.errors import UserError
 from relrank.images import to_uint8_rgb
@@ -250,6 +254,19 @@ class RankingData:
     test_pairs_fraction: float = 1.0
     metadata: dict = dataclasses.field(default_factory=dict)
 
+    @functools.cached_property
+    def identity(self) -> str:
+        """A hash of the attribute names, every pair set and the number of images: runs on data with another
+        identity are not the same experiment, and a run does not resume on it."""
+        digest = hashlib.sha1(json.dumps([self.name, self.attributes, len(self.source)]).encode())
+        for set_name in sorted(self.pair_sets):
+            for attr in sorted(self.pair_sets[set_name]):
+                pairs = self.pair_sets[set_name][attr]
+                digest.update(f"{set_name}/{attr}".encode())
+                for array in (pairs.a.astype(np.int64), pairs.b.astype(np.int64), pairs.target.astype(np.float32)):
+                    digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:12]
+
     def pairs(self, split: str, attr: str) -> Pairs:
         check_attribute(self, attr)
         if split == "train":
@@ -293,13 +310,14 @@ def default_data_dir() -> str:
 
 def load_dataset(
     name: str, data_dir: str = "", manual_dir: str = "", *, split: int = 1, equal_pairs: bool = False,
-    test_pairs_fraction: float = 1.0,
+    test_pairs_fraction: float = 1.0, unique_pairs: bool = False,
 ) -> RankingData:
     """Prepare dataset `name` if needed (array_record files, no TensorFlow) and open it.
 
     Source files are read from `manual_dir` (default: <data_dir>/downloads/manual/<builder>).
     `split` picks one of UT-Zap50K-1's 10 splits; `equal_pairs` adds UT-Zap50K's tie
-    pairs to training; `test_pairs_fraction` evaluates a seeded subset of the test pairs.
+    pairs to training; `test_pairs_fraction` evaluates a seeded subset of the test pairs;
+    `unique_pairs` makes pairs_csv refuse a pair annotated twice (default: every vote counts).
     """
     import tensorflow_datasets as tfds
     import relrank_datasets
@@ -313,15 +331,43 @@ def load_dataset(
     manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual", view.builder)
     kwargs = {}
     if view.builder == "pairs_csv":
-        kwargs["config"] = _pairs_csv_config(manual_dir, data_dir)
+        kwargs.update(config=_pairs_csv_config(manual_dir, data_dir, unique_pairs), unique_pairs=unique_pairs)
     elif view.builder_config:
         kwargs["config"] = tfds.core.BuilderConfig(name=view.builder_config)
-    builder = relrank_datasets.builder_class(view.builder)(data_dir=data_dir, file_format="array_record", **kwargs)
+    builder_class = relrank_datasets.builder_class(view.builder)
+    config_name = kwargs["config"].name if "config" in kwargs else ""
+    dataset_dir = os.path.join(data_dir, builder_class.name, config_name)
+    prepared_dir = os.path.join(dataset_dir, str(builder_class.VERSION))
+    prepared.check_data_dir(data_dir)
+    with prepared.one_at_a_time(data_dir, f"{builder_class.name}-{config_name or 'default'}"):
+        prepared.remove_incomplete(dataset_dir)
+        why = prepared.stale_reason(prepared_dir, manual_dir)
+        if why:
+            print(f"dataset {name!r}: the prepared copy in {prepared_dir} is out of date: {why}; preparing it again",
+                  file=sys.stderr)
+            try:
+                shutil.rmtree(prepared_dir)
+            except OSError as error:
+                raise UserError(f"cannot remove the out-of-date copy {prepared_dir} ({error.strerror}); remove it "
+                                f"yourself, or give another --data_dir") from None
+        try:
+            builder = builder_class(data_dir=data_dir, file_format="array_record", **kwargs)
+            fresh = not builder.is_prepared()
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        except SourceFilesError as error:
+            raise UserError(f"cannot prepare dataset {name!r}: {error}") from None
+        if fresh or why:
+            prepared.record(prepared_dir, manual_dir)
     try:
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    except SourceFilesError as error:
-        raise UserError(f"cannot prepare dataset {name!r}: {error}") from None
-    metadata = dict(builder.info.metadata)
+        metadata = dict(builder.info.metadata)
+        source = builder.as_data_source(split=pair_index.IMAGES_SPLIT, decoders={"image": tfds.decode.SkipDecoding()})
+    except Exception as error:  # a prepared file damaged without a trace in its size or times
+        raise UserError(f"the prepared copy of dataset {name!r} in {prepared_dir} cannot be read "
+                        f"({type(error).__name__}: {str(error)[:200]}); delete that folder to prepare it again") from None
+    if metadata.get("repeated_pairs"):
+        print(f"{name}: {metadata['repeated_pairs']} pairs annotated more than once ({metadata['conflicting_pairs']} "
+              f"with different answers): training uses every vote, a test pair counts once by majority (a draw is "
+              f"skipped as a tie)", file=sys.stderr)
     pair_sets = {
         set_name: {attr: Pairs.from_json(p) for attr, p in by_attr.items()}
         for set_name, by_attr in metadata.pop("pair_sets").items()
@@ -332,8 +378,7 @@ def load_dataset(
     for set_name, flag in required.items():
         if set_name not in pair_sets:
             raise UserError(f"dataset {name!r} has no pair set {set_name!r} (check {flag})")
-    # Images come back as their encoded bytes, decoded by relrank.images like any other image.
-    source = builder.as_data_source(split=pair_index.IMAGES_SPLIT, decoders={"image": tfds.decode.SkipDecoding()})
+    # Images come back as their encoded bytes (SkipDecoding), decoded by relrank.images like any other image.
     return RankingData(name, list(metadata.pop("attributes")), pair_sets, source, train_sets, test_set,
                        test_pairs_fraction, metadata)
 
@@ -342,43 +387,23 @@ def load_dataset_for(config, data_dir: str = "") -> RankingData:
     """The dataset of a run's Config, under that run's protocol options."""
     return load_dataset(
         config.dataset, data_dir or config.data_dir, config.manual_dir, split=config.split,
-        equal_pairs=config.equal_pairs, test_pairs_fraction=config.test_pairs_fraction,
+        equal_pairs=config.equal_pairs, test_pairs_fraction=config.test_pairs_fraction, unique_pairs=config.unique_pairs,
     )
 
 
-def _pairs_csv_fingerprint(manual_dir: str) -> str:
-    """A hash of pairs.csv and of the image files (names, sizes, modification times)."""
-    digest = hashlib.sha1()
-    csv_path = os.path.join(manual_dir, "pairs.csv")
-    if os.path.isfile(csv_path):
-        with open(csv_path, "rb") as f:
-            digest.update(f.read())
-    for folder, dirs, files in os.walk(os.path.join(manual_dir, "images")):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(folder, name)
-            try:
-                stat = os.stat(path)
-            except OSError:  # a dangling link: the builder reports it
-                continue
-            digest.update(f"{os.path.relpath(path, manual_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:10]
-
-
-def _pairs_csv_config(manual_dir: str, data_dir: str):
+def _pairs_csv_config(manual_dir: str, data_dir: str, unique_pairs: bool):
     """A builder config per annotation folder *and content*: editing pairs.csv or images/ prepares anew.
 
     Copies prepared from an earlier content of the same folder are named and removed.
     """
     import re
-    import shutil
 
     import tensorflow_datasets as tfds
 
     path = os.path.abspath(manual_dir)
     slug = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(path).lower()).strip("_") or "pairs"
     folder_id = f"{slug}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
-    name = f"{folder_id}_{_pairs_csv_fingerprint(path)}"
+    name = f"{folder_id}_{prepared.fingerprint(path)[:10]}" + ("_unique" if unique_pairs else "")
     prepared_root = os.path.join(data_dir, "pairs_csv")
     stale = sorted(d for d in (os.listdir(prepared_root) if os.path.isdir(prepared_root) else [])
                    if (d == folder_id or d.startswith(folder_id + "_")) and d != name)

@@ -10,7 +10,8 @@ so an image gives the same pixels wherever it is used. The rules:
                       composited onto white
   I;16*, I            16-bit values, scaled to 0-255 (value / 257)
   F                   floats in [0, 1] scaled to 0-255; any other range taken as 0-255
-  arrays              uint8 [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] (RGBA)
+  arrays              [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] (RGBA), uint8 or float (as mode F: [0, 1]
+                      scaled to 0-255, any other range taken as 0-255)
 
 Images are then resized directly to a square (no crop), as in the original code.
 """
@@ -41,7 +42,13 @@ def open_image(source, name: str = "") -> Image.Image:
     """
     if isinstance(source, Image.Image):
         return source
+    if not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) and not hasattr(source, "read"):
+        raise ImageDecodeError(f"cannot read a {type(source).__name__} as an image: give a path, encoded bytes, "
+                               f"a PIL image or an array")
     name = name or (os.fspath(source) if isinstance(source, (str, os.PathLike)) else "image")
+    if isinstance(source, (str, os.PathLike)) and os.path.exists(source) and not os.path.isfile(source):
+        what = "a folder" if os.path.isdir(source) else "not a regular file (a pipe, socket or device)"
+        raise ImageDecodeError(f"cannot read image {name}: it is {what}")
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
         with warnings.catch_warnings():
@@ -61,9 +68,20 @@ def open_image(source, name: str = "") -> Image.Image:
         raise ImageDecodeError(f"cannot read image {name}: {why}") from None
 
 
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Float pixels -> uint8: values in [0, 1] are scaled to 0-255, any other range is taken as 0-255."""
+    values = np.asarray(pixels, np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size and finite.min() >= 0 and finite.max() <= 1:
+        values = values * 255.0
+    return np.rint(np.clip(np.nan_to_num(values), 0, 255)).astype(np.uint8)
+
+
 def _from_array(array: np.ndarray) -> Image.Image:
+    if array.dtype.kind == "f":
+        array = to_uint8(array)
     if array.dtype != np.uint8:
-        raise ImageDecodeError(f"expected a uint8 image array, got dtype {array.dtype}")
+        raise ImageDecodeError(f"expected a uint8 or float image array, got dtype {array.dtype}")
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim == 2:
@@ -76,13 +94,8 @@ def _from_array(array: np.ndarray) -> Image.Image:
 def _high_depth_to_uint8(image: Image.Image) -> Image.Image:
     values = np.asarray(image)
     if image.mode == "F":
-        values = values.astype(np.float64)
-        finite = values[np.isfinite(values)]
-        if finite.size and finite.min() >= 0 and finite.max() <= 1:
-            values = values * 255.0
-        gray = np.clip(np.nan_to_num(values), 0, 255)
-    else:
-        gray = np.clip(values.astype(np.float64), 0, 65535) / 257.0
+        return Image.fromarray(to_uint8(values), "L")
+    gray = np.clip(values.astype(np.float64), 0, 65535) / 257.0
     return Image.fromarray(np.rint(gray).astype(np.uint8), "L")
 
 

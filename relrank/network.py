@@ -82,12 +82,22 @@ def jit_apply(network: Network, mesh, output: Callable = scores) -> Callable[[An
     )
 
 
+def padded_size(n: int, batch_images: int, multiple: int = 1) -> int:
+    """The batch `n` images are scored in: the next power of two, rounded up to a multiple of the device count,
+    at most `batch_images`. A few sizes, each compiled once, so scoring one image costs one image's forward pass."""
+    size = -(-(1 << max(n - 1, 0).bit_length()) // multiple) * multiple
+    return min(size, batch_images)
+
+
 def apply_in_batches(apply: Callable[[np.ndarray], Any], images: np.ndarray, batch_images: int,
-                     desc: str = "scoring") -> np.ndarray:
-    """`apply` over uint8 images [N, H, W, 3] in fixed-size batches (the last one padded): one result row per image."""
+                     desc: str = "scoring", multiple: int = 1) -> np.ndarray:
+    """`apply` over uint8 images [N, H, W, 3] in batches of `batch_images` (the last one padded to `padded_size`):
+    one result row per image. `batch_images` and the padded sizes are multiples of `multiple` (the devices)."""
     outputs = []
-    for start in tqdm(range(0, len(images), batch_images), desc=desc, unit="batch", leave=False):
+    for start in tqdm(range(0, len(images), batch_images), desc=desc, unit="batch", leave=False,
+                      disable=len(images) <= batch_images):
         chunk = images[start : start + batch_images]
-        padded = np.concatenate([chunk, np.zeros((batch_images - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+        size = padded_size(len(chunk), batch_images, multiple)
+        padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
         outputs.append(np.asarray(apply(padded))[: len(chunk)])
     return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)

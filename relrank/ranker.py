@@ -6,6 +6,9 @@ A run trained on several attributes at once has one output per attribute:
 
 from __future__ import annotations
 
+import functools
+import os
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -13,7 +16,7 @@ from relrank import checkpoint, sharding
 from relrank.config import Config
 from relrank.data import ImageRecords, StoredImages
 from relrank.errors import UserError
-from relrank.images import ImageDecodeError, to_uint8_rgb
+from relrank.images import ImageDecodeError, to_uint8, to_uint8_rgb
 from relrank.losses import pair_probability
 from relrank.network import abstract_params, apply_in_batches, features, jit_apply, make_network, scores
 
@@ -22,7 +25,11 @@ DATASET_CHUNK = 4096  # dataset images decoded at a time by `score_dataset_image
 
 
 class Ranker:
-    """Scores images by the attribute(s) it was trained on (higher = more)."""
+    """Scores images by the attribute(s) it was trained on (higher = more).
+
+    `score_fn(params, images)` is the pure function under it: uint8 or float pixels [N, S, S, 3] (0-255) ->
+    scores [N, attributes]; `jax.jit`, `jax.grad`, `jax.vmap` and `jax.export` apply to it as to any JAX function.
+    """
 
     def __init__(self, config: Config, params, step: int, batch_images: int | None = None):
         self.config = config
@@ -32,20 +39,34 @@ class Ranker:
         self.params = sharding.put_replicated(params, self.mesh)
         self._apply = {output: jit_apply(self.network, self.mesh, output) for output in (scores, features)}
         batch = batch_images or config.eval_batch_images
+        if batch < 1:
+            raise UserError(f"batch_size must be at least 1, got {batch}")
         self.batch_images = -(-batch // self.mesh.size) * self.mesh.size
 
+    @property
+    def score_fn(self):
+        """The pure scoring function (params, pixels [N, S, S, 3]) -> scores [N, attributes]: no batching, no
+        resizing, differentiable in the pixels; use it with `self.params`."""
+        return functools.partial(scores, self.network)
+
     def prepare(self, images) -> np.ndarray:
-        """uint8 [N, S, S, 3] at the model's size from paths, PIL images, arrays, or one such array."""
+        """uint8 [N, S, S, 3] at the model's size from what people pass: one image or a list of them, each a path,
+        encoded bytes, a PIL image or an array (numpy or JAX; uint8 0-255 or float, [H, W], [H, W, C]), or
+        a batch array [N, H, W, C]. Float pixels in [0, 1] are scaled to 0-255; other floats are taken as 0-255."""
         size = self.config.image_size
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            if images.dtype == np.uint8 and images.shape[1:] == (size, size, 3):
-                return images
-            images = list(images)
-        return np.stack([to_uint8_rgb(x, size) for x in images])
+        batch = _as_image_list(images)
+        if isinstance(batch, np.ndarray) and batch.dtype == np.uint8 and batch.shape[1:] == (size, size, 3):
+            return batch
+        if isinstance(batch, np.ndarray) and batch.dtype.kind == "f":
+            batch = to_uint8(batch)
+        if not len(batch):
+            return np.zeros((0, size, size, 3), np.uint8)
+        return np.stack([to_uint8_rgb(x, size) for x in batch])
 
     def _in_batches(self, output, images, desc: str) -> np.ndarray:
         apply = self._apply[output]
-        return apply_in_batches(lambda x: apply(self.params, x), self.prepare(images), self.batch_images, desc)
+        return apply_in_batches(lambda x: apply(self.params, x), self.prepare(images), self.batch_images, desc,
+                                multiple=self.mesh.size)
 
     @property
     def attrs(self) -> tuple[str, ...]:
@@ -107,8 +128,29 @@ class Ranker:
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.attrs)), np.float32)
 
 
-def load(workdir: str, which: str = "latest") -> Ranker:
-    """The ranker saved in `workdir`: `which` is 'latest', 'best' (best test accuracy) or a step number."""
+def _as_image_list(images):
+    """One image, a list of images, or a batch array -> a sequence of images (a batch array stays an array)."""
+    from PIL import Image
+
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image)):
+        return [images]
+    if hasattr(images, "__array__") and hasattr(images, "shape"):  # numpy, JAX and other arrays
+        array = np.asarray(images)
+        if array.ndim == 4:
+            return array
+        if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4)):
+            return [array]
+        raise UserError(f"cannot score an array of shape {array.shape}: expected one image [H, W] or [H, W, C] "
+                        f"(C = 1, 3 or 4) or a batch [N, H, W, C]")
+    if isinstance(images, (list, tuple)):
+        return [np.asarray(x) if hasattr(x, "__array__") and hasattr(x, "shape") else x for x in images]
+    raise UserError(f"cannot score a {type(images).__name__}: give image paths, PIL images or arrays "
+                    f"(one image, a list of them, or a batch [N, H, W, C])")
+
+
+def load(workdir: str, which: str = "latest", batch_size: int | None = None) -> Ranker:
+    """The ranker saved in `workdir`: `which` is 'latest', 'best' (best test accuracy) or a step number;
+    `batch_size` images are scored at a time (default: the run's --eval_batch_images)."""
     checkpoints = checkpoint.open_workdir(workdir)
     try:
         step = resolve_step(checkpoints, which)
@@ -121,7 +163,7 @@ def load(workdir: str, which: str = "latest") -> Ranker:
             raise UserError(f"{error}; {hint}") from None
     finally:
         checkpoints.close()
-    return Ranker(config, params, step)
+    return Ranker(config, params, step, batch_size)
 
 
 def _restore(checkpoints: checkpoint.Checkpoints, step: int):

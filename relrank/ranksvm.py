@@ -17,6 +17,7 @@ config.json and summary.json.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -108,6 +109,7 @@ def train_ranksvm(config: Config, workdir: str, data: RankingData | None = None)
     started = time.perf_counter()
     check_usable(workdir)
     data = data or load_dataset_for(config)
+    config = dataclasses.replace(config, data_identity=data.identity)
     train_pairs, test_pairs = data.pairs_of("train", config.attrs), data.pairs_of("test", config.attrs)
     ids, indexed = index_images({**{("train", a): p for a, p in train_pairs.items()},
                                  **{("test", a): p for a, p in test_pairs.items()}})

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
+
+import numpy as np
 
 from relrank.config import Config
 from relrank.data import hold_out, index_images, load_dataset_for
@@ -85,7 +88,65 @@ def evaluate_run(run_dir: str, which: str = "latest", split: str = "test", data_
     ids, pairs = index_images(pairs)
     accuracies = accuracy_per_attribute(scorer.score_dataset_images(data, ids), pairs)
     failure = did_not_learn(run_dir)
+    experiment = {k: v for k, v in config.meaning().items() if k not in ("seed", "attr")}
     return [dict(workdir=run_dir, dataset=config.dataset, attr=attr, seed=config.seed, split=split, step=scorer.step,
                  accuracy=accuracies[attr], num_pairs=len(pairs[attr]), num_images=len(pairs[attr].images()),
-                 did_not_learn=failure)
+                 did_not_learn=failure, experiment=experiment)
             for attr in config.attrs]
+
+
+def pool_seeds(rows: list[dict]) -> list[dict]:
+    """One group per attribute and experiment (every setting but the seed equal): its seeds' mean and std.
+
+    Runs that differ in anything but the seed are never pooled; two runs of one experiment with the same
+    seed are an error. Each group's `label` names the settings that tell it apart from the other groups
+    of its dataset ('' when there is one experiment).
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["attr"], _key(row["experiment"])), []).append(row)
+    pooled = []
+    for (dataset, attr, _), members in groups.items():
+        repeated = [seed for seed, n in Counter(r["seed"] for r in members).items() if n > 1]
+        if repeated:
+            twins = [r["workdir"] for r in members if r["seed"] == repeated[0]]
+            raise UserError(f"{twins[0]} and {twins[1]} are runs of the same settings with the same seed "
+                            f"{repeated[0]} (not two seeds); evaluate them one at a time, or move one away")
+        accuracy = [r["accuracy"] for r in members]
+        pooled.append(dict(dataset=dataset, attr=attr, seeds=[r["seed"] for r in members],
+                           workdirs=[r["workdir"] for r in members], num_pairs=members[0]["num_pairs"],
+                           mean=float(np.mean(accuracy)), std=float(np.std(accuracy)),
+                           steps=sorted({r["step"] for r in members}),
+                           did_not_learn=sum(bool(r["did_not_learn"]) for r in members),
+                           experiment=members[0]["experiment"]))
+    for group in pooled:
+        group["label"] = _label(group, [g["experiment"] for g in pooled if g["dataset"] == group["dataset"]])
+    return pooled
+
+
+def dataset_means(groups: list[dict]) -> list[dict]:
+    """The mean over attributes of each dataset and experiment with several attributes (never across datasets
+    or experiments)."""
+    by_experiment: dict[tuple, list[dict]] = {}
+    for group in groups:
+        by_experiment.setdefault((group["dataset"], _key(group["experiment"])), []).append(group)
+    return [dict(dataset=members[0]["dataset"], label=members[0]["label"], attributes=len(members),
+                 mean=float(np.mean([g["mean"] for g in members])))
+            for members in by_experiment.values() if len(members) > 1]
+
+
+def _key(experiment: dict) -> str:
+    return json.dumps(experiment, sort_keys=True, default=str)
+
+
+def _label(group: dict, experiments: list[dict]) -> str:
+    """The settings in which `group`'s experiment differs from another of the same dataset, e.g. 'epochs=2 model=vgg_cpu'."""
+    differing = sorted({k for e in experiments for k in e if e.get(k) != group["experiment"].get(k)})
+    return " ".join(f"{k}={_short(group['experiment'].get(k))}" for k in differing if k != "data_identity") + (
+        f" data={group['experiment'].get('data_identity')}" if "data_identity" in differing else "")
+
+
+def _short(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)

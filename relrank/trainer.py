@@ -87,33 +87,26 @@ class MetricsLog:
             f.write(json.dumps(row) + "\n")
 
 
-def _optimizer_layout(config: Config) -> dict:
-    """What fixes the optimizer state's structure (learning-rate values may change on resume)."""
-    return dict(optimizer=config.optimizer, scheduled=config.schedule != "constant" or config.warmup_fraction > 0,
-                frozen_backbone=config.backbone_lr == 0, frozen_head=config.head_lr == 0)
+def _check_resumable(saved: Config, config: Config, workdir: str, extend: bool) -> None:
+    """A one-line error when `config` would change what the run saved in `workdir` means (any field but the
+    HOW_RUN_FIELDS, which may change); with `extend`, a finished run may be given more epochs."""
+    old, new = saved.meaning(), config.meaning()
+    if not saved.data_identity or not config.data_identity:  # a run saved before relrank recorded it
+        old.pop("data_identity"), new.pop("data_identity")
+    changed = [k for k in new if old.get(k) != new[k] and not k.startswith("preprocessing.")]
+    if extend and changed == ["epochs"] and new["epochs"] > old["epochs"]:
+        return
+    if not changed:
+        return
+    shown = ", ".join("the data (its pairs or images changed, or --manual_dir names other data)" if k == "data_identity"
+                      else f"{k} {old.get(k)!r} -> {new[k]!r}" for k in changed)
+    hint = "use another --workdir (or delete this one) to start afresh"
+    if "epochs" in changed and new["epochs"] > old["epochs"]:
+        hint += "; to train this run longer on purpose, add --extend (its learning-rate schedule then stretches to the new length)"
+    raise UserError(f"workdir {workdir} holds a run with other settings, which resuming would change: {shown}; {hint}")
 
 
-def _check_resumable(saved: Config, config: Config, workdir: str) -> None:
-    for field in ("dataset", "attr", "batch_pairs", "batch_images", "seed", "split", "equal_pairs", "val_fraction"):
-        if getattr(saved, field) != getattr(config, field):
-            raise UserError(
-                f"workdir {workdir} holds a run with {field}={getattr(saved, field)!r}, not "
-                f"{getattr(config, field)!r}; use another --workdir"
-            )
-    if _optimizer_layout(saved) != _optimizer_layout(config):
-        raise UserError(
-            f"workdir {workdir} holds a run trained with {_optimizer_layout(saved)}, you asked for "
-            f"{_optimizer_layout(config)}: its optimizer state does not carry over to another optimizer, schedule "
-            f"or frozen group; use another --workdir"
-        )
-    if saved.model_identity() != config.model_identity():
-        raise UserError(
-            f"checkpoint in {workdir} does not fit the model: it was trained with {saved.model_identity()}, "
-            f"you asked for {config.model_identity()}; use another --workdir"
-        )
-
-
-def _restore_or_init(config: Config, workdir: str, mesh, total_steps: int):
+def _restore_or_init(config: Config, workdir: str, mesh, total_steps: int, extend: bool):
     """(checkpoints, config, state, resumed step or None): the newest readable checkpoint, else fresh weights.
 
     Unreadable checkpoints newer than the one resumed are named and moved to <workdir>/unreadable_checkpoints/.
@@ -123,7 +116,7 @@ def _restore_or_init(config: Config, workdir: str, mesh, total_steps: int):
     for step in reversed(checkpoints.all_steps()):
         try:
             saved = checkpoints.restore_config(step)
-            _check_resumable(saved, config, workdir)
+            _check_resumable(saved, config, workdir, extend)
             resumed = dataclasses.replace(config, preprocessing=saved.preprocessing)  # as it was trained
             task = make_task(resumed, total_steps)
             shapes = jax.eval_shape(lambda: init_state(task, init_params(resumed)))  # shapes only, no compute
@@ -179,20 +172,24 @@ def _interrupted(workdir: str) -> Interrupted:
     return Interrupted(f"interrupted; last checkpoint: step {last}; rerun the same command to resume")
 
 
-def train(config: Config, workdir: str, stop_after_steps: int | None = None, data: RankingData | None = None) -> dict:
+def train(config: Config, workdir: str, stop_after_steps: int | None = None, data: RankingData | None = None,
+          extend: bool = False) -> dict:
     """Train (or resume) a ranker for `config.attrs` (one output each); returns a summary of the run.
 
     Re-running on a workdir that holds a checkpoint resumes from it exactly
     (parameters, optimizer state, RNG and data order). `stop_after_steps`
     ends the run early with a checkpoint, as an interruption would. Ctrl-C or
     SIGTERM save a checkpoint and raise `Interrupted`; one process at a time
-    may train in a workdir. `data` is the opened dataset, if the caller has it.
+    may train in a workdir. A resume with settings that change the run's meaning
+    is refused, except more epochs with `extend`. `data` is the opened dataset,
+    if the caller has it.
     """
     started = time.perf_counter()
     check_usable(workdir)
     with signals.sigterm_as_keyboard_interrupt():
         try:
             data = data or load_dataset_for(config)
+            config = dataclasses.replace(config, data_identity=data.identity)
             train_pairs = data.pairs_of("train", config.attrs)
             eval_pairs = dict(test=data.pairs_of("test", config.attrs))
             if config.val_fraction:
@@ -204,7 +201,7 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None, dat
                 for name, split in [("train", train_split), *eval_splits.items()]:
                     split.images = split.images.load(f"loading {name} images")
             with exclusive(workdir) if distributed.is_main() else contextlib.nullcontext():
-                return _train(config, workdir, train_split, eval_splits, stop_after_steps, started)
+                return _train(config, workdir, train_split, eval_splits, stop_after_steps, started, extend)
         except KeyboardInterrupt:
             raise _interrupted(workdir) from None
 
@@ -223,7 +220,7 @@ def _keep_in_memory(config: Config, splits: list[SplitImages]) -> bool:
 
 
 def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: dict[str, SplitImages],
-           stop_after_steps: int | None, started: float) -> dict:
+           stop_after_steps: int | None, started: float, extend: bool) -> dict:
     distributed.check_same_config(config)
     mesh = sharding.global_mesh()
     if config.batch_images:
@@ -236,7 +233,7 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
     train_pairs = LabelledPairs.join([train_split.pairs[attr] for attr in config.attrs])
     per_epoch = input_pipeline.steps_per_epoch(len(train_pairs), config.batch_pairs, config.batch_images)
     total_steps = config.epochs * per_epoch
-    checkpoints, config, state, resume_step = _restore_or_init(config, workdir, mesh, total_steps)
+    checkpoints, config, state, resume_step = _restore_or_init(config, workdir, mesh, total_steps, extend)
     task = make_task(config, total_steps)
     state = sharding.put_replicated(state, mesh)
     if distributed.is_main():
@@ -253,7 +250,8 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
         for name in sorted(eval_splits, reverse=True):  # val first: it selects the best checkpoint
             split = eval_splits[name]
             scores_of[name] = apply_in_batches(lambda x: score_fn(params, sharding.put_images(x, mesh)), split.images,
-                                               config.eval_batch_images, desc=f"scoring {name}")
+                                               config.eval_batch_images, desc=f"scoring {name}",
+                                               multiple=mesh.size)
             per_attr = accuracy_per_attribute(scores_of[name], split.pairs)
             row[f"{name}_accuracy"] = float(np.mean(list(per_attr.values())))
             if len(per_attr) > 1:

@@ -31,10 +31,12 @@ def read_text(csv_path: str) -> str:
             f"save it as UTF-8 (in Excel: CSV UTF-8)") from None
 
 
-def read_annotations(csv_path: str, known_images: set[str], refused: dict[str, str] | None = None) -> list[dict]:
+def read_annotations(csv_path: str, known_images: set[str], refused: dict[str, str] | None = None,
+                     unique_pairs: bool = False) -> list[dict]:
     """Parse and validate the CSV; one SourceFilesError lists every problem with its line number.
 
-    `refused` maps image names that exist but may not be used to the reason.
+    `refused` maps image names that exist but may not be used to the reason. A pair annotated more than
+    once (crowd votes) is kept as every vote, unless `unique_pairs`, which refuses repeats as problems.
     """
     refused = refused or {}
     problems: list[str] = []
@@ -77,12 +79,12 @@ def read_annotations(csv_path: str, known_images: set[str], refused: dict[str, s
             continue
         key = (attr, min(a, b), max(a, b))
         oriented = label if a < b else 1.0 - label
-        if key in seen:
+        if key in seen and unique_pairs:
             first_line, first_label = seen[key]
             verb = "duplicates" if first_label == oriented else "contradicts"
             problems.append(f"line {line}: {verb} line {first_line} ({a!r} vs {b!r}, {attr})")
             continue
-        seen[key] = (line, oriented)
+        seen.setdefault(key, (line, oriented))
         rows.append(dict(a=a, b=b, attribute=attr, target=label, split=split))
     if unknown:
         problems.append(f"{len(unknown)} unknown image name(s), e.g. " + "; ".join(unknown[:5]))
@@ -93,6 +95,29 @@ def read_annotations(csv_path: str, known_images: set[str], refused: dict[str, s
     if not rows:
         raise sources.SourceFilesError(f"{csv_path} has a header but no pairs")
     return rows
+
+
+def votes_of(rows: list[dict]) -> dict[tuple, list[float]]:
+    """The votes on each pair: {(attribute, first name, second name): targets as the first compares with the second}."""
+    votes: dict[tuple, list[float]] = {}
+    for r in rows:
+        first, second = sorted((r["a"], r["b"]))
+        votes.setdefault((r["attribute"], first, second), []).append(r["target"] if r["a"] == first else 1.0 - r["target"])
+    return votes
+
+
+def majority(votes: list[float]) -> float:
+    """The target most votes give (1, 0 or 0.5); 0.5, a tie the metric skips, when no answer has the most."""
+    counts = {target: votes.count(target) for target in (1.0, 0.0, 0.5)}
+    top = max(counts.values())
+    winners = [target for target, n in counts.items() if n == top]
+    return winners[0] if len(winners) == 1 else 0.5
+
+
+def vote_counts(votes: dict[tuple, list[float]]) -> dict[str, int]:
+    """How many pairs were annotated more than once, and how many of those got different answers."""
+    repeated = [v for v in votes.values() if len(v) > 1]
+    return dict(repeated_pairs=len(repeated), conflicting_pairs=sum(len(set(v)) > 1 for v in repeated))
 
 
 def image_names(images_root: str) -> tuple[set[str], dict[str, str]]:
@@ -132,8 +157,16 @@ class Builder(pair_index.ImageFilesBuilder):
     and optionally split. Image names are paths relative to images/. label is
     more, less or equal (or 1, 0, 0.5): how image_a compares with image_b.
     split is train or test; without it, 20% of the images (seeded) are held out
-    for testing and pairs that straddle the two sets are left out.
+    for testing and pairs that straddle the two sets are left out. A pair may
+    be annotated several times (crowd votes): training uses every vote, a test
+    pair counts once, by majority (a draw is a tie, which evaluation skips).
     """
+
+    BUILDER_CONFIGS = []
+
+    def __init__(self, *, unique_pairs: bool = False, **kwargs):
+        self.unique_pairs = unique_pairs  # refuse pairs annotated more than once
+        super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -145,24 +178,30 @@ class Builder(pair_index.ImageFilesBuilder):
         instructions = self.MANUAL_DOWNLOAD_INSTRUCTIONS
         images_root = sources.require(os.path.join(root, "images"), instructions)
         known, refused = image_names(images_root)
-        rows = read_annotations(sources.require(os.path.join(root, "pairs.csv"), instructions), known, refused)
+        rows = read_annotations(sources.require(os.path.join(root, "pairs.csv"), instructions), known, refused,
+                                self.unique_pairs)
         names = sorted({r["a"] for r in rows} | {r["b"] for r in rows})
         index = {name: i for i, name in enumerate(names)}
         test_images = split_by_image(names) if not any(r["split"] for r in rows) else set()
         attributes = list(dict.fromkeys(r["attribute"] for r in rows))
         grouped: dict = {"train": {a: [] for a in attributes}, "test": {a: [] for a in attributes}}
-        dropped = 0
+        dropped, test_rows = 0, []
         for r in rows:
             split = r["split"] or {0: "train", 2: "test"}.get((r["a"] in test_images) + (r["b"] in test_images))
             if split is None:
                 dropped += 1
-                continue
-            grouped[split][r["attribute"]].append((index[r["a"]], index[r["b"]], r["target"]))
+            elif split == "train":  # every vote
+                grouped["train"][r["attribute"]].append((index[r["a"]], index[r["b"]], r["target"]))
+            else:
+                test_rows.append(r)
+        for (attr, first, second), votes in votes_of(test_rows).items():  # each pair once, by majority
+            grouped["test"][attr].append((index[first], index[second], majority(votes)))
         pair_sets = {
             split: {attr: pair_index.encode(*(np.array(c) for c in zip(*pairs))) if pairs else pair_index.encode([], [], [])
                     for attr, pairs in by_attr.items()}
             for split, by_attr in grouped.items()
         }
-        self.info.metadata.update(attributes=attributes, pair_sets=pair_sets, dropped_pairs=dropped)
+        self.info.metadata.update(attributes=attributes, pair_sets=pair_sets, dropped_pairs=dropped,
+                                  **vote_counts(votes_of(rows)))
         paths = [os.path.join(images_root, n) for n in names]
         return {pair_index.IMAGES_SPLIT: self._generate_examples(paths, names)}
