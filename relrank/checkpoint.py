@@ -9,9 +9,12 @@ bit-flipped file without complaint, relrank does not.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import re
 import shutil
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -83,6 +86,12 @@ class Checkpoints:
 
     def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
         self.workdir = workdir
+        for step in _damaged_metrics(checkpoint_dir(workdir)):  # Orbax reads every step's metrics when it starts
+            if read_only:
+                raise UnreadableCheckpoint(checkpoint_dir(workdir), step, "its metrics file is damaged; the next "
+                                           "training run on this workdir sets the step aside (or move it away)")
+            print(f"checkpoint step {step}: its metrics file is damaged; moved the step to "
+                  f"{_move_aside(workdir, step)}", file=sys.stderr)
         policy = ocp.checkpoint_managers
         options = ocp.CheckpointManagerOptions(
             best_fn=_best_metric,
@@ -125,7 +134,10 @@ class Checkpoints:
             config=ocp.args.JsonSave(config.to_json()),
             checksums=ocp.args.JsonSave(dict(params=sums[:n_params], train=sums[n_params:])),
         )
-        self.manager.save(step, args=args, metrics=metrics, force=True)
+        try:
+            self.manager.save(step, args=args, metrics=metrics, force=True)
+        except Exception as error:
+            raise self._disk_full(error, step) or error
 
     def restore_config(self, step: int) -> Config:
         try:
@@ -190,7 +202,7 @@ class Checkpoints:
         folder = os.path.join(self.directory, str(step), item)
         if not os.path.exists(os.path.join(folder, "manifest.ocdbt")):
             return  # not an OCDBT item: the restore itself will tell
-        kvstore = {"driver": "ocdbt", "base": f"file://{folder}/"}
+        kvstore = {"driver": "ocdbt", "base": {"driver": "file", "path": f"{folder}/"}}  # a spec, not a URL: '#', '?'
         try:
             keys = ts.KvStore.open(kvstore).result().list().result()
         except Exception as error:  # a truncated or overwritten manifest
@@ -208,20 +220,55 @@ class Checkpoints:
 
     def set_aside(self, step: int) -> str:
         """Move an unreadable step out of the way (to <workdir>/unreadable_checkpoints/); returns where."""
-        target_root = os.path.join(os.path.abspath(self.workdir), UNREADABLE_DIR)
-        os.makedirs(target_root, exist_ok=True)
-        target, n = os.path.join(target_root, str(step)), 1
-        while os.path.exists(target):
-            target, n = os.path.join(target_root, f"{step}.{n}"), n + 1
-        shutil.move(os.path.join(self.directory, str(step)), target)
+        target = _move_aside(self.workdir, step)
         self.manager.reload()
         return target
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as error:
+            raise self._disk_full(error, self.latest_step()) or error
+
+    def _disk_full(self, error: BaseException, step) -> UserError | None:
+        """A one-line error if `error` (or its cause) is a full disk, saying which checkpoints are kept."""
+        cause = error
+        while cause is not None and not (isinstance(cause, OSError) and cause.errno == errno.ENOSPC) \
+                and "No space left on device" not in str(cause):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            return None
+        kept = [s for s in self.all_steps() if s != step]
+        return UserError(f"the disk is full: checkpoint step {step} could not be written to {self.directory}; "
+                         f"the earlier checkpoints ({', '.join(map(str, kept)) or 'none'}) are kept. Free some space "
+                         f"and rerun the same command to resume")
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _move_aside(workdir: str, step: int) -> str:
+    target_root = os.path.join(os.path.abspath(workdir), UNREADABLE_DIR)
+    os.makedirs(target_root, exist_ok=True)
+    target, n = os.path.join(target_root, str(step)), 1
+    while os.path.exists(target):
+        target, n = os.path.join(target_root, f"{step}.{n}"), n + 1
+    shutil.move(os.path.join(checkpoint_dir(workdir), str(step)), target)
+    return target
+
+
+def _damaged_metrics(directory: str) -> list[int]:
+    """Steps whose saved metrics (the accuracy that picks the best step) are not JSON."""
+    damaged = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        path = os.path.join(directory, name, "metrics", "metrics")
+        if name.isdigit() and os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except (OSError, ValueError):
+                damaged.append(int(name))
+    return damaged
 
 
 def _zarr_driver(keys: list[bytes], array: str) -> str:

@@ -63,6 +63,14 @@ def _run(main, argv) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RuntimeError as error:
+        if "Unable to initialize backend" not in str(error):
+            raise
+        asked = os.environ.get("JAX_PLATFORMS", "")
+        print(f"error: JAX cannot use the accelerator {'JAX_PLATFORMS=' + asked + ' asks for' if asked else 'asked for'}: "
+              f"{str(error).splitlines()[0][:200]}; unset JAX_PLATFORMS to use what this machine has, or install "
+              f"JAX for it (README: GPUs and TPUs)", file=sys.stderr)
+        return EXIT_USER_ERROR
     return status or 0
 
 
@@ -195,6 +203,7 @@ def _train(argv) -> int:
     from relrank.data import PairStructure, load_dataset_for
     from relrank.ranksvm import train_ranksvm
     from relrank.trainer import train
+    from relrank.weights import check_weights
     from relrank.workdir import check_usable
 
     args = train_parser().parse_args(argv)
@@ -214,6 +223,8 @@ def _train(argv) -> int:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     if args.stop_after_steps is not None and args.stop_after_steps < 1:
         raise UserError(f"--stop_after_steps must be at least 1, got {args.stop_after_steps}")
+    if base.weights:
+        check_weights(base)  # a bad file is one line before any data work
     if args.workdir:
         check_usable(args.workdir)
         check_seed_layout(args.workdir, args.seeds)
@@ -342,9 +353,12 @@ def image_paths(inputs: list[str]) -> list[str]:
     for item in inputs:
         if os.path.isdir(item):
             for folder, _, files in sorted(os.walk(item)):
-                paths += [os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+                paths += [os.path.join(folder, f) for f in sorted(files)  # regular files only: a pipe would block
+                          if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))]
         elif os.path.isfile(item):
             paths.append(item)
+        elif os.path.exists(item):
+            raise UserError(f"{item} is not a regular file (a pipe, socket or device); give image files or folders")
         else:
             raise UserError(f"no such file or folder: {item}")
     if not paths:

@@ -225,6 +225,7 @@ def make_config(dataset: str = "synthetic", recipe: str | None = None, pairs=Non
     values: dict[str, Any] = dict(dataset=dataset, recipe=recipe)
     values.update({k: v for k, v in overrides.items() if v is not None})
     chosen = {"epochs": DATASETS[dataset].epochs, **from_recipe, **values}
+    _check_types(chosen, recipe)
     preset_name = chosen.get("model", Config.model)
     if preset_name not in MODEL_PRESETS:
         raise UserError(f"unknown model preset {preset_name!r}; valid presets: {', '.join(MODEL_PRESETS)}")
@@ -241,6 +242,20 @@ def make_config(dataset: str = "synthetic", recipe: str | None = None, pairs=Non
     config = Config(**chosen)
     _validate(config)
     return config
+
+
+def _check_types(values: dict[str, Any], recipe: str) -> None:
+    """A one-line error naming a field whose value has the wrong type (a recipe's 'epochs': '3', say)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    defaults.update({f.name: f.default for f in dataclasses.fields(ModelSpec)})
+    for name, value in values.items():
+        default = defaults.get(name)
+        if isinstance(default, (ModelSpec, Preprocessing)) or default is None:
+            continue
+        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (tuple, list)}[type(default)]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and not isinstance(default, bool)):
+            raise UserError(f"field {name} is {value!r} (a {type(value).__name__}), expected "
+                            f"{type(default).__name__}; check recipe {recipe!r} and the flags")
 
 
 def _spec_with(spec: ModelSpec, edits: dict[str, Any]) -> ModelSpec:

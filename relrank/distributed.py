@@ -41,8 +41,8 @@ def cluster_launcher() -> str | None:
 
 def _split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--coordinator_address must be HOST:PORT, got {address!r}")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--coordinator_address must be HOST:PORT with a port in 1-65535, got {address!r}")
     return host, int(port)
 
 
@@ -87,6 +87,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                             f"missing {', '.join(missing)}")
         if num_processes < 1 or not 0 <= process_id < num_processes:
             raise UserError(f"--process_id must be in [0, --num_processes={num_processes}), got {process_id}")
+        _split_address(coordinator_address)
         if num_processes == 1:
             return
         if process_id == 0:
@@ -102,6 +103,15 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 def is_main() -> bool:
     """Whether this process writes the run's logs, figures and summary (process 0)."""
     return jax.process_index() == 0
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is true in any process (a collective: every process must call it at the same point)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
 
 
 def barrier(name: str) -> None:

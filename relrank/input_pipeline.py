@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from relrank.data import LabelledPairs
+from relrank.errors import UserError
 
 
 def steps_per_epoch(num_pairs: int, batch_pairs: int, batch_images: int = 0) -> int:
@@ -157,4 +158,12 @@ def prefetch(iterable: Iterable, size: int = 2) -> Iterator:
     while (item := items.get()) is not done:
         yield item
     if failure:
+        if isinstance(failure[0], Exception) and not isinstance(failure[0], UserError):
+            raise InputFault(f"{type(failure[0]).__name__}: {str(failure[0]).splitlines()[0][:200]}"
+                             if str(failure[0]).strip() else type(failure[0]).__name__) from failure[0]
         raise failure[0]
+
+
+class InputFault(Exception):
+    """Reading or decoding the training batches failed (a worker process died, a file became unreadable, ...):
+    the training state itself is intact."""

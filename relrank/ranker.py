@@ -20,6 +20,7 @@ from relrank.images import ImageDecodeError, to_uint8, to_uint8_rgb
 from relrank.losses import pair_probability
 from relrank.network import abstract_params, apply_in_batches, features, jit_apply, make_network, scores
 
+READ_ATTEMPTS = 5  # reads of a workdir whose steps are deleted while they are read (a run rotating them)
 FILES_PER_CHUNK = 256  # images decoded at a time by `score_files`
 DATASET_CHUNK = 4096  # dataset images decoded at a time by `score_dataset_images`
 
@@ -64,8 +65,11 @@ class Ranker:
         return np.stack([to_uint8_rgb(x, size) for x in batch])
 
     def _in_batches(self, output, images, desc: str) -> np.ndarray:
-        apply = self._apply[output]
-        return apply_in_batches(lambda x: apply(self.params, x), self.prepare(images), self.batch_images, desc,
+        apply, pixels = self._apply[output], self.prepare(images)
+        if not len(pixels):
+            width = len(self.attrs) if output is scores else self.config.spec.fc_width
+            return np.zeros((0, width), np.float32)
+        return apply_in_batches(lambda x: apply(self.params, x), pixels, self.batch_images, desc,
                                 multiple=self.mesh.size)
 
     @property
@@ -150,20 +154,32 @@ def _as_image_list(images):
 
 def load(workdir: str, which: str = "latest", batch_size: int | None = None) -> Ranker:
     """The ranker saved in `workdir`: `which` is 'latest', 'best' (best test accuracy) or a step number;
-    `batch_size` images are scored at a time (default: the run's --eval_batch_images)."""
-    checkpoints = checkpoint.open_workdir(workdir)
-    try:
-        step = resolve_step(checkpoints, which)
+    `batch_size` images are scored at a time (default: the run's --eval_batch_images).
+
+    A workdir that a run is writing is read as it is: a step deleted while it was being read (the run
+    keeps only its newest checkpoints) is not damaged; the newest step is read again instead."""
+    for attempt in range(READ_ATTEMPTS):
         try:
-            config, params = _restore(checkpoints, step)
-        except checkpoint.UnreadableCheckpoint as error:
-            readable = [s for s in checkpoints.all_steps() if s != step and _is_readable(checkpoints, s)]
-            hint = (f"readable steps: {', '.join(map(str, readable))} (choose one with --checkpoint=STEP)"
-                    if readable else "no other step is readable")
-            raise UserError(f"{error}; {hint}") from None
-    finally:
-        checkpoints.close()
-    return Ranker(config, params, step, batch_size)
+            checkpoints = checkpoint.open_workdir(workdir)
+        except FileNotFoundError:  # a step vanished while the checkpoints were listed
+            continue
+        try:
+            step = resolve_step(checkpoints, which)
+            try:
+                config, params = _restore(checkpoints, step)
+            except (checkpoint.UnreadableCheckpoint, FileNotFoundError) as error:
+                if not os.path.isdir(os.path.join(checkpoints.directory, str(step))) and attempt + 1 < READ_ATTEMPTS:
+                    continue  # rotated away by the run that writes this workdir
+                if isinstance(error, FileNotFoundError):
+                    raise UserError(f"checkpoint step {step} in {checkpoints.directory} is incomplete: {error}") from None
+                readable = [s for s in checkpoints.all_steps() if s != step and _is_readable(checkpoints, s)]
+                hint = (f"readable steps: {', '.join(map(str, readable))} (choose one with --checkpoint=STEP)"
+                        if readable else "no other step is readable")
+                raise UserError(f"{error}; {hint}") from None
+        finally:
+            checkpoints.close()
+        return Ranker(config, params, step, batch_size)
+    raise UserError(f"the checkpoints of {workdir} kept changing while they were read; try again")
 
 
 def _restore(checkpoints: checkpoint.Checkpoints, step: int):

@@ -88,12 +88,17 @@ class RankSVMScorer:
     """A saved RankSVM run: scores of dataset images from the features it was fitted and tested with."""
 
     def __init__(self, run_dir: str):
-        saved = np.load(os.path.join(run_dir, RESULT_FILE))
-        self.config = Config.from_json(json.loads(str(saved["config"])))
+        path = os.path.join(run_dir, RESULT_FILE)
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                self.config = Config.from_json(json.loads(str(saved["config"])))
+                self.features = saved["features"]
+                self.w = saved["w"].reshape(self.features.shape[1], -1)  # [features, attributes]
+                self.rows = {int(i): row for row, i in enumerate(saved["image_indices"])}
+        except Exception as error:  # zipfile, zlib, KeyError, ValueError ... for a damaged file
+            raise UserError(f"{path} is damaged ({type(error).__name__}: {str(error)[:120]}); train the RankSVM "
+                            f"again (it takes seconds)") from None
         self.step = 0
-        self.w = saved["w"].reshape(len(saved["features"][0]), -1)  # [features, attributes]
-        self.rows = {int(i): row for row, i in enumerate(saved["image_indices"])}
-        self.features = saved["features"]
 
     def score_dataset_images(self, data: RankingData, ids: np.ndarray) -> np.ndarray:
         """Scores [len(ids), attributes]."""

@@ -125,11 +125,12 @@ def pool_seeds(rows: list[dict]) -> list[dict]:
 
 
 def dataset_means(groups: list[dict]) -> list[dict]:
-    """The mean over attributes of each dataset and experiment with several attributes (never across datasets
-    or experiments)."""
+    """The mean over attributes of each dataset and experiment with several evaluated attributes (never across
+    datasets or experiments)."""
     by_experiment: dict[tuple, list[dict]] = {}
     for group in groups:
-        by_experiment.setdefault((group["dataset"], _key(group["experiment"])), []).append(group)
+        if np.isfinite(group["mean"]):  # an attribute with nothing to evaluate (all ties) has no accuracy
+            by_experiment.setdefault((group["dataset"], _key(group["experiment"])), []).append(group)
     return [dict(dataset=members[0]["dataset"], label=members[0]["label"], attributes=len(members),
                  mean=float(np.mean([g["mean"] for g in members])))
             for members in by_experiment.values() if len(members) > 1]

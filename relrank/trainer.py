@@ -25,7 +25,8 @@ from relrank.learning import LearningMonitor
 from relrank.metrics import accuracy_per_attribute
 from relrank.network import apply_in_batches, init_params, initial_params, jit_apply
 from relrank.train_step import init_state, jit_train_step, make_task
-from relrank.workdir import check_usable, exclusive, read_jsonl, write_atomic
+from relrank.weights import check_weights
+from relrank.workdir import check_usable, exclusive, read_jsonl, remove_if_unused, write_atomic
 
 
 class MetricsLog:
@@ -140,6 +141,7 @@ def _restore_or_init(config: Config, workdir: str, mesh, total_steps: int, exten
 
 
 ETA_AFTER_STEPS = 20  # steps timed for the estimate of the time left
+STOP_CHECK_EVERY = 10  # steps between the agreements of several processes on whether one was interrupted
 
 
 def _duration(seconds: float) -> str:
@@ -161,15 +163,21 @@ def _attrs_label(config: Config) -> str:
     return config.attr if len(config.attrs) == 1 else f"{len(config.attrs)} attributes"
 
 
-def _interrupted(workdir: str) -> Interrupted:
+def _last_checkpoint_words(workdir: str) -> str:
     last = None
     if os.path.isdir(checkpoint.checkpoint_dir(workdir)):
         checkpoints = checkpoint.Checkpoints(workdir, read_only=True)
         last = checkpoints.latest_step()
         checkpoints.close()
-    if last is None:
-        return Interrupted("interrupted before the first checkpoint; rerun the same command to start again")
-    return Interrupted(f"interrupted; last checkpoint: step {last}; rerun the same command to resume")
+    return "no checkpoint yet" if last is None else f"last checkpoint: step {last}"
+
+
+def _interrupted(workdir: str, by_peer: bool = False) -> Interrupted:
+    what = "stopped: another process of this run was interrupted" if by_peer else "interrupted"
+    last = _last_checkpoint_words(workdir)
+    if last == "no checkpoint yet":
+        return Interrupted(f"{what} before the first checkpoint; rerun the same command to start again")
+    return Interrupted(f"{what}; {last}; rerun the same command to resume")
 
 
 def train(config: Config, workdir: str, stop_after_steps: int | None = None, data: RankingData | None = None,
@@ -186,6 +194,19 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None, dat
     """
     started = time.perf_counter()
     check_usable(workdir)
+    if config.weights:
+        check_weights(config)
+    new_workdir = not os.path.exists(workdir)
+    try:
+        return _prepare_and_train(config, workdir, stop_after_steps, data, extend, started)
+    except BaseException:
+        if new_workdir and distributed.is_main():
+            remove_if_unused(workdir)
+        raise
+
+
+def _prepare_and_train(config: Config, workdir: str, stop_after_steps: int | None, data: RankingData | None,
+                       extend: bool, started: float) -> dict:
     with signals.sigterm_as_keyboard_interrupt():
         try:
             data = data or load_dataset_for(config)
@@ -204,6 +225,15 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None, dat
                 return _train(config, workdir, train_split, eval_splits, stop_after_steps, started, extend)
         except KeyboardInterrupt:
             raise _interrupted(workdir) from None
+
+
+def _out_of_memory(error: Exception, config: Config) -> UserError | None:
+    """A one-line error for the accelerator (or XLA on the CPU) running out of memory, else None."""
+    if "RESOURCE_EXHAUSTED" not in str(error) and "Out of memory" not in str(error):
+        return None
+    batch = f"--batch_images={config.batch_images}" if config.batch_images else f"--batch_pairs={config.batch_pairs}"
+    return UserError(f"out of memory training {config.model} at {config.image_size} px with {batch}: lower it, "
+                     f"--image_size, or use --compute_dtype=bfloat16 ({str(error).splitlines()[0][:160]})")
 
 
 def _keep_in_memory(config: Config, splits: list[SplitImages]) -> bool:
@@ -231,6 +261,9 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
         sharding.check_divisible(config.batch_pairs, mesh, "--batch_pairs")
     sharding.check_divisible(config.eval_batch_images, mesh, "--eval_batch_images")
     train_pairs = LabelledPairs.join([train_split.pairs[attr] for attr in config.attrs])
+    if not config.batch_images and config.batch_pairs > len(train_pairs):
+        raise UserError(f"--batch_pairs={config.batch_pairs} is more than the {len(train_pairs)} training pairs "
+                        f"(every step would repeat pairs); give --batch_pairs={len(train_pairs)} or fewer")
     per_epoch = input_pipeline.steps_per_epoch(len(train_pairs), config.batch_pairs, config.batch_images)
     total_steps = config.epochs * per_epoch
     checkpoints, config, state, resume_step = _restore_or_init(config, workdir, mesh, total_steps, extend)
@@ -269,7 +302,10 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
     batches = input_pipeline.prefetch(sharding.put_batch(b, mesh) for b in local_batches)
     compile_start = time.perf_counter()
     first_batch = next(batches, None)
-    step_fn = jit_train_step(task, mesh).lower(state, first_batch).compile() if first_batch is not None else None
+    try:
+        step_fn = jit_train_step(task, mesh).lower(state, first_batch).compile() if first_batch is not None else None
+    except Exception as error:
+        raise _out_of_memory(error, config) or error
     compile_seconds = time.perf_counter() - compile_start
 
     summary = dict(
@@ -312,52 +348,73 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
         if row:
             bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
 
+    def stop_on(received: list[int]) -> None:
+        """Act on signals held back: stop now (one process), or note them for the next agreement (several)."""
+        if received and jax.process_count() > 1:
+            stop_requested.extend(received)
+        elif received:
+            raise KeyboardInterrupt
+
     def save(step: int, metrics: dict | None = None) -> None:
         flush()
         with signals.deferred() as received:  # never half-started
             checkpoints.save(step, state, config, metrics)
-        if received:
-            raise KeyboardInterrupt
+        stop_on(received)
 
     all_batches = itertools.chain([first_batch], batches) if first_batch is not None else iter(())
     loop_start = time.perf_counter()
+    # Several processes stop together: a signal to any of them is only noted, and every STOP_CHECK_EVERY steps
+    # they agree (a collective) whether one was signalled; then all save the same step and stop.
+    together = jax.process_count() > 1
+    stop_requested: list[int] = []
     try:
-        for step, batch in enumerate(all_batches, start=start_step + 1):
-            with signals.deferred() as received:  # the step donates its input state: never stop half-way
-                state, metrics = step_fn(state, batch)
-            if received:
-                raise KeyboardInterrupt
-            log.add(step, metrics, images=len(batch["images"]))
-            bar.update(1)
-            if step == start_step + ETA_AFTER_STEPS and distributed.is_main():
-                jax.block_until_ready(metrics)  # steps run asynchronously: time them done
-                seconds = (time.perf_counter() - loop_start) / ETA_AFTER_STEPS * (end_step - step)
-                bar.write(f"about {_duration(seconds)} of training left ({end_step - step} steps)", file=sys.stderr)
-            evaluate_now = step % (per_epoch * config.eval_every_epochs) == 0 or step == total_steps
-            if step % config.log_every_steps == 0 or evaluate_now:
-                flush()
-            if evaluate_now:
-                evaluation, evaluated_step = evaluate(step), step
-                log.write(step=step, epoch=round(step / per_epoch, 4), seconds=round(time.perf_counter() - started, 1),
-                          **evaluation)
-                shown = ", ".join(f"{name.replace('_', ' ')} {value:.2f}%" for name, value in evaluation.items()
-                                  if name.endswith("_accuracy"))
-                if distributed.is_main():
-                    bar.write(f"epoch {step / per_epoch:g}: {shown}")
-                save(step, {name: v for name, v in evaluation.items() if name in checkpoint.SELECTION_METRICS})
-            elif step % config.checkpoint_every_steps == 0 or step == end_step or monitor.collapsed:
-                save(step)
-            if monitor.collapsed:
-                break
+        with signals.deferred() if together else contextlib.nullcontext([]) as stop_requested:
+            for step, batch in enumerate(all_batches, start=start_step + 1):
+                with signals.deferred() as received:  # the step donates its input state: never stop half-way
+                    state, metrics = step_fn(state, batch)
+                stop_on(received)
+                log.add(step, metrics, images=len(batch["images"]))
+                bar.update(1)
+                if step == start_step + ETA_AFTER_STEPS and distributed.is_main():
+                    jax.block_until_ready(metrics)  # steps run asynchronously: time them done
+                    seconds = (time.perf_counter() - loop_start) / ETA_AFTER_STEPS * (end_step - step)
+                    bar.write(f"about {_duration(seconds)} of training left ({end_step - step} steps)", file=sys.stderr)
+                evaluate_now = step % (per_epoch * config.eval_every_epochs) == 0 or step == total_steps
+                if step % config.log_every_steps == 0 or evaluate_now:
+                    flush()
+                if evaluate_now:
+                    evaluation, evaluated_step = evaluate(step), step
+                    log.write(step=step, epoch=round(step / per_epoch, 4),
+                              seconds=round(time.perf_counter() - started, 1), **evaluation)
+                    shown = ", ".join(f"{name.replace('_', ' ')} {value:.2f}%" for name, value in evaluation.items()
+                                      if name.endswith("_accuracy"))
+                    if distributed.is_main():
+                        bar.write(f"epoch {step / per_epoch:g}: {shown}")
+                    save(step, {name: v for name, v in evaluation.items() if name in checkpoint.SELECTION_METRICS})
+                elif step % config.checkpoint_every_steps == 0 or step == end_step or monitor.collapsed:
+                    save(step)
+                if together and step % STOP_CHECK_EVERY == 0 and distributed.any_process(bool(stop_requested)):
+                    raise KeyboardInterrupt
+                if monitor.collapsed:
+                    break
     except KeyboardInterrupt:
         with signals.deferred():  # a second Ctrl-C must not cut the checkpoint short
             if int(state.step) != checkpoints.latest_step():
                 save(int(state.step))
             checkpoints.wait()
-        raise _interrupted(workdir) from None
-    except BaseException:
+        raise _interrupted(workdir, by_peer=together and not stop_requested) from None
+    except input_pipeline.InputFault as fault:
+        with signals.deferred():  # the state is intact: keep the steps since the last checkpoint
+            if not together and int(state.step) != checkpoints.latest_step():
+                save(int(state.step))
+            checkpoints.wait()
+        raise UserError(f"reading the training batches failed after step {int(state.step)} ({fault}); "
+                        f"{_last_checkpoint_words(workdir)}; rerun the same command to resume") from None
+    except BaseException as error:
         with signals.deferred():
             checkpoints.wait()
+        if isinstance(error, Exception) and _out_of_memory(error, config):
+            raise _out_of_memory(error, config) from None
         raise
     finally:
         bar.close()

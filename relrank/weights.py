@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 import json
 import os
 import pickle
@@ -126,15 +127,24 @@ def from_lasagne(values: list, mean, source: str) -> Pretrained:
     params["fc6"] = {"kernel": np.ascontiguousarray(w6.reshape(c, h, w, FC).transpose(1, 2, 0, 3).reshape(-1, FC)),
                      "bias": get(fc6 + 1, "fc6", (FC,))}
     params["fc7"] = {"kernel": get(fc7, "fc7", (FC, FC)), "bias": get(fc7 + 1, "fc7", (FC,))}
-    return Pretrained(params, _caffe_preprocessing(mean), source)
+    return Pretrained(params, _caffe_preprocessing(mean, source), source)
 
 
-def _caffe_preprocessing(mean) -> Preprocessing:
-    """Caffe's BGR 0-255 input, minus the file's own mean when it holds one."""
+def _caffe_preprocessing(mean, source: str = "") -> Preprocessing:
+    """Caffe's BGR 0-255 input, minus the file's own mean."""
     mean = np.asarray(mean, np.float64).reshape(-1)
-    if mean.size != 3:
-        return CAFFE_PREPROCESSING
-    return dataclasses.replace(CAFFE_PREPROCESSING, mean=tuple(float(m) for m in mean))
+    return _checked(dataclasses.replace(CAFFE_PREPROCESSING, mean=tuple(float(m) for m in mean)), source)
+
+
+def _checked(prep: Preprocessing, source: str) -> Preprocessing:
+    """`prep`, or a one-line error naming what in the file's preprocessing cannot be right."""
+    values = {"mean": prep.mean, "std": prep.std}
+    for name, value in values.items():
+        if len(value) != 3 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in value):
+            raise UserError(f"{source}: its preprocessing {name} is {list(value)}; expected 3 numbers, one per channel")
+    if min(prep.std) <= 0 or prep.channel_order not in ("RGB", "BGR") or not prep.scale > 0:
+        raise UserError(f"{source}: its preprocessing ({prep}) needs std > 0, scale > 0 and channel_order RGB or BGR")
+    return prep
 
 
 def _only_latin1(obj, encoding="utf-8", errors="strict"):
@@ -225,9 +235,10 @@ def _from_relrank(tensors: dict, metadata: dict, path: str) -> Pretrained:
 
 def _stored_preprocessing(metadata: dict, path: str) -> Preprocessing:
     try:
-        return Preprocessing.from_json(json.loads(metadata.get("preprocessing", "{}")))
+        prep = Preprocessing.from_json(json.loads(metadata.get("preprocessing", "{}")))
     except (ValueError, TypeError) as error:
         raise UserError(f"{path}: unreadable preprocessing metadata: {_why(error)}") from None
+    return _checked(prep, path)
 
 
 def _kind(path: str) -> str:
@@ -251,7 +262,7 @@ def preprocessing_of(path: str) -> Preprocessing:
     """The input preprocessing the weights in `path` expect (read from the file where it says)."""
     kind = _kind(path)
     if kind == "pickle":
-        return _caffe_preprocessing(_read_lasagne(path).get("mean value", CAFFE_MEAN_BGR))
+        return _caffe_preprocessing(_read_lasagne(path).get("mean value", CAFFE_MEAN_BGR), path)
     if kind == "safetensors":
         from safetensors import safe_open
 
@@ -266,7 +277,14 @@ def preprocessing_of(path: str) -> Preprocessing:
 
 
 def load_pretrained(path: str) -> Pretrained:
-    """Read a weights file of any supported kind into relrank's layout."""
+    """Read a weights file of any supported kind into relrank's layout (the last file read is kept, so the check
+    before a run and the run itself read it once)."""
+    stat = os.stat(path) if os.path.isfile(path) else None
+    return _load_pretrained(path, stat and (stat.st_size, stat.st_mtime_ns, stat.st_ino))
+
+
+@functools.lru_cache(maxsize=1)
+def _load_pretrained(path: str, version) -> Pretrained:
     kind = _kind(path)
     if kind == "safetensors":
         tensors, metadata = _read_safetensors(path)
@@ -279,7 +297,15 @@ def load_pretrained(path: str) -> Pretrained:
     return from_lasagne(list(data["param values"]), data.get("mean value", CAFFE_MEAN_BGR), path)
 
 
-def merge_backbone(params: dict, pretrained: Pretrained, model_description: str) -> dict:
+def check_weights(config) -> None:
+    """Read `config.weights` and check it fits `config`'s model: before any data work, a bad file is one line."""
+    from relrank.network import abstract_params
+
+    merge_backbone(abstract_params(config), load_pretrained(config.weights),
+                   f"--model={config.model} --image_size={config.image_size}", shapes_only=True)
+
+
+def merge_backbone(params: dict, pretrained: Pretrained, model_description: str, shapes_only: bool = False) -> dict:
     """`params` with its backbone replaced by the pretrained one (the head stays as it is)."""
     merged = dict(params)
     for layer in BACKBONE_LAYERS:
@@ -289,7 +315,8 @@ def merge_backbone(params: dict, pretrained: Pretrained, model_description: str)
             if expected != got:
                 raise UserError(f"{pretrained.source}: layer {layer} {kind} has shape {got} in the file but "
                                 f"{expected} in the model ({model_description})")
-            merged[layer][kind] = np.asarray(pretrained.params[layer][kind], np.float32)
+            if not shapes_only:
+                merged[layer][kind] = np.asarray(pretrained.params[layer][kind], np.float32)
     return merged
 
 

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 
 from relrank.errors import UserError
 
@@ -83,3 +84,11 @@ def read_jsonl(path: str) -> list[dict]:
             if isinstance(row, dict):
                 rows.append(row)
     return rows
+
+
+def remove_if_unused(workdir: str) -> None:
+    """Remove a workdir this process created when a run fails before its first checkpoint: nothing is left behind."""
+    checkpoints = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(workdir) and not (os.path.isdir(checkpoints) and any(
+            name.isdigit() for name in os.listdir(checkpoints))):
+        shutil.rmtree(workdir, ignore_errors=True)

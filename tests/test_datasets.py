@@ -123,10 +123,14 @@ def test_pairs_csv_reports_every_problem_with_line_numbers(tmp_path):
         load_dataset("pairs_csv", data_dir=str(tmp_path / "tfds"), manual_dir=root)
     message = str(error.value)
     assert "line 3: '2.png' is compared with itself" in message
-    assert "line 4: contradicts line 2" in message  # 1 more than 0, after 0 more than 1
-    assert "line 5: duplicates line 2" in message
     assert "line 6: 'ghost.png'" in message
     assert "line 7: label 'bigger'" in message
+    assert "duplicates" not in message and "contradicts" not in message  # crowd votes repeat pairs
+    with pytest.raises(UserError) as error:
+        load_dataset("pairs_csv", data_dir=str(tmp_path / "tfds"), manual_dir=root, unique_pairs=True)
+    message = str(error.value)
+    assert "line 4: contradicts line 2" in message  # 1 more than 0, after 0 more than 1
+    assert "line 5: duplicates line 2" in message and "line 7: label 'bigger'" in message
 
 
 def test_pairs_csv_default_split_keeps_test_images_unseen(tmp_path):

@@ -135,3 +135,36 @@ def test_incomplete_or_inconsistent_process_flags_are_refused():
         initialize("localhost:1234", 2, 2)
     with pytest.raises(UserError, match="--coordinator_address must be HOST:PORT"):
         initialize("localhost", 2, 1, timeout_s=1)
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_with_one_checkpoint(data_dir, tmp_path):
+    """The signalled process tells the other at their next agreement; both save the same step and say so."""
+    import signal
+    import time
+
+    workdir = tmp_path / "run"
+    port = free_port()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    processes = [subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), f"--data_dir={data_dir}",
+                                   f"--workdir={workdir}", "--epochs=5", "--batch_pairs=8", "--log_every_steps=10",
+                                   f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={k}",
+                                   "--coordinator_timeout=60"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                 for k in range(2)]
+    deadline = time.time() + 240
+    while not (workdir / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    assert (workdir / "metrics.jsonl").exists(), processes[0].communicate(timeout=60)[1][-3000:]
+    processes[1].send_signal(signal.SIGTERM)
+    sent = time.time()
+    outputs = [p.communicate(timeout=120) for p in processes]
+    assert time.time() - sent < 60
+    for k, (p, (_, err)) in enumerate(zip(processes, outputs)):
+        assert p.returncode == 130, f"process {k}: {err[-3000:]}"
+        assert "Traceback" not in err
+    last = [err.strip().splitlines()[-1] for _, err in outputs]
+    assert last[1].startswith("error: interrupted; last checkpoint: step ")
+    assert last[0].startswith("error: stopped: another process of this run was interrupted; last checkpoint: step ")
+    step = int(last[1].split("step ")[1].split(";")[0])
+    assert step % 10 == 0 and f"step {step};" in last[0]
+    assert final_params(str(workdir))[0] == step

@@ -134,16 +134,6 @@ def test_bad_joint_and_recipe_flags_are_one_line_errors(data_dir, tmp_path, caps
     assert not (tmp_path / "run").exists()
 
 
-@pytest.fixture(scope="module")
-def joint_runs(data_dir, tmp_path_factory):
-    """All synthetic attributes on one network, two seeds, with a validation split."""
-    root = str(tmp_path_factory.mktemp("joint"))
-    result = run_cli("train.py", f"--data_dir={data_dir}", f"--workdir={root}", "--attr=all", "--seeds=2",
-                     "--epochs=2", "--batch_pairs=64", "--val_fraction=0.2", "--log_every_steps=20")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root, result
-
-
 def test_seeds_train_one_joint_network_each_and_evaluate_reports_mean_and_std(joint_runs):
     root, result = joint_runs
     summaries = [json.load(open(os.path.join(root, f"seed_{s}", "summary.json"))) for s in (0, 1)]

@@ -152,7 +152,7 @@ def test_bad_input_gives_one_line_errors(data_dir, trained_run, tmp_path):
     workdir = str(tmp_path / "copy")
     shutil.copytree(trained_run[0], workdir)
     one_line_error(run_cli("train.py", f"--data_dir={data_dir}", f"--workdir={workdir}", "--image_size=64"),
-                   "does not fit the model")
+                   "holds a run with other settings", "image_size 32 -> 64")
 
 
 def test_checkpoint_with_wrong_shapes_is_refused(trained_run, tmp_path):

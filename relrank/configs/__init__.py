@@ -34,7 +34,12 @@ def _module(name: str):
             raise UserError(f"no recipe file {name}")
         spec = importlib.util.spec_from_file_location(f"relrank_recipe_{os.path.basename(name)[:-3]}", name)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as error:
+            raise UserError(f"recipe {name} line {error.lineno}: {error.msg}") from None
+        except Exception as error:  # the recipe's own code failed while it was imported
+            raise UserError(f"recipe {name} fails when it is read: {type(error).__name__}: {error}") from None
         return module
     if name not in RECIPES:
         raise UserError(f"unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)} (or a path to a .py file)")
@@ -46,9 +51,16 @@ def recipe_fields(name: str, dataset: str, pairs=None) -> dict:
     module = _module(name)
     if not hasattr(module, "get_config"):
         raise UserError(f"recipe {name!r} defines no get_config(dataset)")
-    if len(inspect.signature(module.get_config).parameters) > 1:
-        return dict(module.get_config(dataset, pairs))
-    return dict(module.get_config(dataset))
+    try:
+        fields = module.get_config(dataset, pairs) if len(inspect.signature(module.get_config).parameters) > 1 \
+            else module.get_config(dataset)
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"recipe {name}: get_config failed: {type(error).__name__}: {error}") from None
+    if not isinstance(fields, dict):
+        raise UserError(f"recipe {name}: get_config must return a dict of Config fields, not {type(fields).__name__}")
+    return fields
 
 
 def recipe_regime(name: str, dataset: str, pairs) -> str:

@@ -61,7 +61,7 @@ def epochs(name: str, pairs) -> int | None:
 def get_config(dataset: str, pairs=None) -> dict:
     name = regime(dataset, pairs)
     config = dict(model="vgg_cpu", image_size=64, load_size=72, crop_min_scale=0.35, flip=True, color_jitter=0.1,
-                  zero_head=True, batch_pairs=BATCH_PAIRS, optimizer="adamw", schedule="cosine", warmup_fraction=0.05,
+                  zero_head=True, batch_pairs=min(BATCH_PAIRS, pairs.rows) if pairs else BATCH_PAIRS, optimizer="adamw", schedule="cosine", warmup_fraction=0.05,
                   weight_decay=0.05, **REGIMES[name])
     n = epochs(name, pairs)
     if n:
