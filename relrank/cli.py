@@ -283,10 +283,13 @@ def _print_result(config, summary: dict, what: str, workdir: str, details: str =
     if accuracy is None:
         print(f"{config.dataset}/{config.attr}: {what} not evaluated yet{details} -> {workdir}")
         return
+    if not math.isfinite(accuracy):
+        print(f"{config.dataset}/{config.attr}: nothing to evaluate, every test pair is a tie{details} -> {workdir}")
+        return
     per_attr = summary.get("test_accuracy_per_attr")
     if per_attr:
         for attr, value in per_attr.items():
-            print(f"  {attr:24s} {value:6.2f}%")
+            print(f"  {attr:24s} {value:6.2f}%" if math.isfinite(value) else f"  {attr:24s} no pairs to evaluate (all ties)")
         print(f"{config.dataset}/{len(per_attr)} attributes: mean {what} {accuracy:.2f}%{details} -> {workdir}")
     else:
         print(f"{config.dataset}/{config.attr}: {what} {accuracy:.2f}%{details} -> {workdir}")
@@ -537,7 +540,12 @@ def _weights(argv) -> None:
     args = weights_parser().parse_args(argv)
     check_output_file(args.target, "target", "vgg16.safetensors")
     start = time.perf_counter()
-    convert(args.source, args.target)
+    try:
+        convert(args.source, args.target)
+    except Exception as error:  # OSError, SafetensorError: a read-only place, a full disk
+        if isinstance(error, UserError):
+            raise
+        raise UserError(f"cannot write {args.target}: {getattr(error, 'strerror', None) or error}") from None
     print(f"wrote {args.target} ({time.perf_counter() - start:.1f} s)")
 
 

@@ -91,13 +91,14 @@ def padded_size(n: int, batch_images: int, multiple: int = 1) -> int:
 
 def apply_in_batches(apply: Callable[[np.ndarray], Any], images: np.ndarray, batch_images: int,
                      desc: str = "scoring", multiple: int = 1) -> np.ndarray:
-    """`apply` over uint8 images [N, H, W, 3] in batches of `batch_images` (the last one padded to `padded_size`):
-    one result row per image. `batch_images` and the padded sizes are multiples of `multiple` (the devices)."""
+    """`apply` over uint8 images [N, H, W, 3] in batches of `batch_images`, the last one padded to that size; fewer
+    images than one batch are padded to `padded_size` only. One result row per image. `batch_images` and the
+    padded sizes are multiples of `multiple` (the devices)."""
     outputs = []
     for start in tqdm(range(0, len(images), batch_images), desc=desc, unit="batch", leave=False,
                       disable=len(images) <= batch_images):
         chunk = images[start : start + batch_images]
-        size = padded_size(len(chunk), batch_images, multiple)
+        size = batch_images if len(images) > batch_images else padded_size(len(chunk), batch_images, multiple)
         padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
         outputs.append(np.asarray(apply(padded))[: len(chunk)])
     return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)

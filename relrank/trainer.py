@@ -286,7 +286,8 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
                                                config.eval_batch_images, desc=f"scoring {name}",
                                                multiple=mesh.size)
             per_attr = accuracy_per_attribute(scores_of[name], split.pairs)
-            row[f"{name}_accuracy"] = float(np.mean(list(per_attr.values())))
+            evaluated = [a for a in per_attr.values() if math.isfinite(a)]  # an all-ties attribute has no accuracy
+            row[f"{name}_accuracy"] = float(np.mean(evaluated)) if evaluated else math.nan
             if len(per_attr) > 1:
                 row[f"{name}_accuracy_per_attr"] = per_attr
         return row, scores_of

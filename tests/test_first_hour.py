@@ -149,7 +149,7 @@ def test_3_a_few_images_are_padded_to_a_small_batch_not_to_the_batch_size(traine
     one = ranker.score(images[:1])
     assert seen == [1]
     np.testing.assert_allclose(ranker.score(images)[:1], one, rtol=1e-5)
-    assert seen == [1, 16, 4]
+    assert seen == [1, 16, 16]  # more than a batch: every batch of one shape
 
 
 # 4. Ranker.score takes what people pass; the pure function under it --------------------------------------------
@@ -505,6 +505,10 @@ def test_14_environment_and_flag_mistakes_are_one_line(trained_run, tmp_path, ca
     assert "is a folder" in last_error_line(capsys)
     assert weights_main(["convert", image, str(tmp_path / "missing" / "w.safetensors")]) == 2
     assert "does not exist" in last_error_line(capsys)
+    monkeypatch.setattr("relrank.weights.convert", lambda source, target: (_ for _ in ()).throw(
+        PermissionError(errno.EACCES, "Permission denied")))  # a read-only place (root writes anywhere)
+    assert weights_main(["convert", image, str(tmp_path / "w.safetensors")]) == 2
+    assert "cannot write" in last_error_line(capsys)
 
 
 def test_14_weights_whose_preprocessing_has_the_wrong_length_are_one_line(tmp_path):

@@ -4,7 +4,7 @@
 import numpy as np
 
 from relrank.data import LabelledPairs, Pairs
-from relrank.input_pipeline import BatchPlans, prefetch, steps_per_epoch, table_batches
+from relrank.input_pipeline import BatchPlans, InputFault, prefetch, steps_per_epoch, table_batches
 from relrank.metrics import pair_accuracy
 from relrank.network import apply_in_batches
 
@@ -78,8 +78,8 @@ def test_prefetch_preserves_order_and_errors():
     try:
         for x in prefetch(broken()):
             got.append(x)
-    except ValueError as error:
-        assert "bad image" in str(error)
+    except InputFault as error:  # the training loop keeps its steps in a checkpoint and says what failed
+        assert str(error) == "ValueError: bad image" and isinstance(error.__cause__, ValueError)
     else:
         raise AssertionError("the producer's error was swallowed")
     assert got == [1]
@@ -108,7 +108,7 @@ def test_pair_accuracy_matches_loop_and_counts_ties_wrong():
     assert pair_accuracy(np.array([2.0, 1.0, 1.0]), tiny) == 50.0  # tie target skipped, predicted tie wrong
 
 
-def test_apply_in_batches_scores_each_image_once_in_fixed_batches():
+def test_apply_in_batches_scores_each_image_once_in_fixed_batches_or_one_small_one():
     calls = []
 
     def fake_score(batch):
@@ -117,7 +117,10 @@ def test_apply_in_batches_scores_each_image_once_in_fixed_batches():
 
     images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
     np.testing.assert_array_equal(apply_in_batches(fake_score, images, 4), np.arange(10))
-    assert calls == [(4, 2, 2, 3)] * 3
+    assert calls == [(4, 2, 2, 3)] * 3  # one shape, compiled once
+    calls.clear()
+    np.testing.assert_array_equal(apply_in_batches(fake_score, images[:3], 8), np.arange(3))
+    assert calls == [(4, 2, 2, 3)]  # fewer images than a batch: padded to a power of two only
     features = apply_in_batches(lambda batch: batch.reshape(len(batch), -1)[:, :2], images, 4)  # rows of features
     np.testing.assert_array_equal(features, np.stack([np.arange(10)] * 2, 1))
 
