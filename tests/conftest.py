@@ -42,6 +42,6 @@ def joint_runs(data_dir, tmp_path_factory):
     """All synthetic attributes on one network, two seeds, with a validation split."""
     root = str(tmp_path_factory.mktemp("joint"))
     result = run_cli("train.py", f"--data_dir={data_dir}", f"--workdir={root}", "--attr=all", "--seeds=2",
-                     "--epochs=2", "--batch_pairs=64", "--val_fraction=0.2", "--log_every_steps=20")
+                     "--epochs=2", "--batch_pairs=64", "--val_fraction=0.4", "--log_every_steps=20")
     assert result.returncode == 0, result.stderr[-3000:]
     return root, result

@@ -144,7 +144,7 @@ def test_a_run_forced_to_collapse_stops_and_says_it_did_not_learn(data_dir, tmp_
 def test_a_learning_rate_far_too_high_is_reported_as_stuck(data_dir, tmp_path):
     workdir = tmp_path / "broken"
     result = run_cli("train.py", f"--data_dir={data_dir}", f"--workdir={workdir}", "--epochs=3", "--optimizer=adamw",
-                     "--backbone_lr=1.0", "--head_lr=1.0")
+                     "--backbone_lr=1.0", "--head_lr=1.0", "--val_fraction=0.5")  # a quarter of the pairs: short epochs
     assert result.returncode == 3, result.stderr[-2000:]
     assert "did not learn: stuck at step" in last_line(result.stdout)
     assert json.loads((workdir / "summary.json").read_text())["did_not_learn"]["kind"] == "stuck"

@@ -110,8 +110,8 @@ def test_evaluate_and_load(trained_run):
 
 def test_resume_of_a_joint_run_matches_uninterrupted_run(data_dir, tmp_path):
     """Two attributes on one network, with a schedule (AdamW, warmup, cosine decay) and augmentation,
-    which both continue where they stopped."""
-    config = make_config(epochs=1, data_dir=data_dir, attr="size,pointiness", batch_pairs=32,
+    which both continue where they stopped; half the images held out for validation keep the run short."""
+    config = make_config(epochs=1, data_dir=data_dir, attr="size,pointiness", batch_pairs=32, val_fraction=0.5,
                          checkpoint_every_steps=1000, optimizer="adamw", schedule="cosine", warmup_fraction=0.1,
                          crop_min_scale=0.6, flip=True, color_jitter=0.1, load_size=40)
     summary = train(config, str(tmp_path / "whole"))
@@ -120,10 +120,10 @@ def test_resume_of_a_joint_run_matches_uninterrupted_run(data_dir, tmp_path):
     assert [r["attr"] for r in rows] == ["size", "pointiness"]
     assert {r["attr"]: r["accuracy"] for r in rows} == summary["test_accuracy_per_attr"]
     assert summary["test_accuracy"] == np.mean([r["accuracy"] for r in rows])
-    interrupted = train(config, str(tmp_path / "split"), stop_after_steps=90)
-    assert interrupted["final_step"] == 90 and interrupted["test_accuracy"] is None
+    interrupted = train(config, str(tmp_path / "split"), stop_after_steps=25)
+    assert interrupted["final_step"] == 25 and interrupted["test_accuracy"] is None
     resumed = train(config, str(tmp_path / "split"))
-    assert resumed["resumed_from_step"] == 90 and resumed["final_step"] == summary["final_step"] == 250
+    assert resumed["resumed_from_step"] == 25 and resumed["final_step"] == summary["final_step"] > 50
     whole, split = relrank.load(str(tmp_path / "whole")), relrank.load(str(tmp_path / "split"))
     for layer in whole.params:
         for kind in ("kernel", "bias"):
