@@ -373,8 +373,10 @@ def check_output_file(path: str, flag: str, example: str, formats: tuple[str, ..
     """A one-line error before any work if `path` cannot be written as a file (of one of `formats`, its extensions)."""
     extension = os.path.splitext(path)[1].lower().lstrip(".")
     if formats and extension not in formats:
+        common = [f for f in ("png", "jpg", "pdf", "svg", "webp", "tif") if f in formats]
         raise UserError(f"{flag} {path}: {'.' + extension if extension else 'no extension'} is not an image format "
-                        f"relrank can write; use one of {', '.join('.' + f for f in formats)}")
+                        f"relrank can write; use {', '.join('.' + f for f in common)} or another of "
+                        f"{len(formats)} formats")
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {os.path.join(path, example)}")
     folder = os.path.dirname(os.path.abspath(path))

@@ -88,7 +88,10 @@ def evaluate_run(run_dir: str, which: str = "latest", split: str = "test", data_
     ids, pairs = index_images(pairs)
     accuracies = accuracy_per_attribute(scorer.score_dataset_images(data, ids), pairs)
     failure = did_not_learn(run_dir)
+    # What the run is an instance of: every setting but the seed; a joint run's attribute list, but not which
+    # attribute a single-attribute run ranks (runs per attribute of one setting make one experiment).
     experiment = {k: v for k, v in config.meaning().items() if k not in ("seed", "attr")}
+    experiment["attributes"] = config.attr if len(config.attrs) > 1 else "one"
     return [dict(workdir=run_dir, dataset=config.dataset, attr=attr, seed=config.seed, split=split, step=scorer.step,
                  accuracy=accuracies[attr], num_pairs=len(pairs[attr]), num_images=len(pairs[attr].images()),
                  did_not_learn=failure, experiment=experiment)

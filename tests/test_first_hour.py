@@ -97,7 +97,8 @@ def test_1_evaluate_pools_only_runs_that_differ_in_the_seed_alone(trained_run, t
 def test_1_means_are_never_taken_across_datasets_or_experiments():
     def row(dataset, attr, seed, accuracy, model="vgg16_small"):
         return dict(workdir=f"{dataset}/{attr}/{model}/{seed}", dataset=dataset, attr=attr, seed=seed, step=1,
-                    accuracy=accuracy, num_pairs=10, did_not_learn="", experiment=dict(model=model, dataset=dataset))
+                    accuracy=accuracy, num_pairs=10, did_not_learn="",
+                    experiment=dict(model=model, dataset=dataset, attributes="one"))
 
     rows = [row("pubfig", "Male", 0, 80), row("pubfig", "Male", 1, 90), row("pubfig", "Young", 0, 70),
             row("synthetic", "size", 0, 99), row("synthetic", "brightness", 0, 97), row("pubfig", "Male", 0, 60, "vgg16")]
@@ -107,6 +108,9 @@ def test_1_means_are_never_taken_across_datasets_or_experiments():
     assert male["mean"] == 85 and male["std"] == 5 and male["label"] == "model=vgg16_small"
     means = {(m["dataset"], m["label"]): (m["attributes"], m["mean"]) for m in dataset_means(groups)}
     assert means == {("pubfig", "model=vgg16_small"): (2, 77.5), ("synthetic", ""): (2, 98.0)}
+    # A joint run's Male is not a seed of the single-attribute runs' Male.
+    joint = dict(row("pubfig", "Male", 0, 50), experiment=dict(model="vgg16_small", dataset="pubfig", attributes="Male,Young"))
+    assert len(pool_seeds(rows[:3] + [joint])) == 3
 
 
 # 2. A resume that would change the run's meaning is refused ---------------------------------------------------
