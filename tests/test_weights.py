@@ -1,6 +1,7 @@
 """Pretrained VGG-16 porting, verified against PyTorch references built with random weights."""
 
 import dataclasses
+import functools
 import os
 import pickle
 import subprocess
@@ -89,10 +90,15 @@ def ours(path, images):
     pretrained = load_pretrained(path)
     params = merge_backbone(abstract_params(config), pretrained, "vgg16")  # checks every shape
     params["head"] = {"kernel": np.zeros((4096, 1), np.float32), "bias": np.zeros(1, np.float32)}  # unused here
-    config = dataclasses.replace(config, preprocessing=pretrained.preprocessing)
-    model = nnx.merge(make_network(config).graphdef, params)
-    fc7 = jax.jit(lambda x: model.features(normalize(x, config.preprocessing)))(jnp.asarray(images))
+    fc7 = vgg16_fc7(pretrained.preprocessing)(params, jnp.asarray(images))
     return np.asarray(fc7, np.float64), pretrained
+
+
+@functools.lru_cache
+def vgg16_fc7(preprocessing):
+    """fc7 of VGG-16 as a function of the parameters, compiled once per preprocessing for all the layouts."""
+    graphdef = make_network(make_config(model="vgg16")).graphdef
+    return jax.jit(lambda params, x: nnx.merge(graphdef, params).features(normalize(x, preprocessing)))
 
 
 def assert_close(got, expected):
