@@ -56,10 +56,10 @@ class Ranker:
         a batch array [N, H, W, C]. Float pixels in [0, 1] are scaled to 0-255; other floats are taken as 0-255."""
         size = self.config.image_size
         batch = _as_image_list(images)
+        if isinstance(batch, np.ndarray) and batch.dtype.kind == "f":
+            batch = to_uint8(batch)  # one scale for the whole batch
         if isinstance(batch, np.ndarray) and batch.dtype == np.uint8 and batch.shape[1:] == (size, size, 3):
             return batch
-        if isinstance(batch, np.ndarray) and batch.dtype.kind == "f":
-            batch = to_uint8(batch)
         if not len(batch):
             return np.zeros((0, size, size, 3), np.uint8)
         return np.stack([to_uint8_rgb(x, size) for x in batch])
