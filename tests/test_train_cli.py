@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from PIL import Image
 
 import relrank
 from relrank.checkpoint import Checkpoints
-from relrank.cli import evaluate_parser, train_parser, use_parser, weights_parser
+from relrank.cli import evaluate_main, evaluate_parser, train_main, train_parser, use_parser, weights_parser
 from relrank.config import DATASETS, make_config
 from relrank.configs import RECIPES
 from relrank.data import load_dataset
@@ -140,18 +141,23 @@ def one_line_error(result, *expected):
     return last
 
 
-def test_bad_input_gives_one_line_errors(data_dir, trained_run, tmp_path):
-    one_line_error(run_cli("train.py", "--dataset=imagenet"), "unknown dataset 'imagenet'", "synthetic")
-    one_line_error(run_cli("train.py", f"--data_dir={data_dir}", "--attr=colour"),
+def test_bad_input_gives_one_line_errors(data_dir, trained_run, tmp_path, capsys):
+    one_line_error(run_cli("train.py", "--dataset=imagenet"), "unknown dataset 'imagenet'", "synthetic")  # as a user runs it
+
+    def in_process(main, *args):  # the same entry points, without starting Python each time
+        status = main(list(args))
+        return subprocess.CompletedProcess(args, status, "", capsys.readouterr().err)
+
+    one_line_error(in_process(train_main, f"--data_dir={data_dir}", "--attr=colour"),
                    "no attribute 'colour'", "brightness, size, pointiness")
-    one_line_error(run_cli("train.py", "--image_size=50"), "multiple of 32")
-    one_line_error(run_cli("evaluate.py", f"--workdir={tmp_path / 'missing'}"), "does not exist")
+    one_line_error(in_process(train_main, "--image_size=50"), "multiple of 32")
+    one_line_error(in_process(evaluate_main, f"--workdir={tmp_path / 'missing'}"), "does not exist")
     os.makedirs(tmp_path / "empty")
-    one_line_error(run_cli("evaluate.py", f"--workdir={tmp_path / 'empty'}"), "holds no checkpoint")
+    one_line_error(in_process(evaluate_main, f"--workdir={tmp_path / 'empty'}"), "holds no checkpoint")
 
     workdir = str(tmp_path / "copy")
     shutil.copytree(trained_run[0], workdir)
-    one_line_error(run_cli("train.py", f"--data_dir={data_dir}", f"--workdir={workdir}", "--image_size=64"),
+    one_line_error(in_process(train_main, f"--data_dir={data_dir}", f"--workdir={workdir}", "--image_size=64"),
                    "holds a run with other settings", "image_size 32 -> 64")
 
 

@@ -3,6 +3,7 @@
 import csv
 import os
 
+import jax
 import numpy as np
 from PIL import Image
 
@@ -72,8 +73,10 @@ def test_saliency_maps_and_figure(trained_run, tmp_path):
         assert saliency.shape == (32, 32) and saliency.min() >= 0
     assert max(map_a.max(), map_b.max()) == 1.0  # one scale for both maps
     # Finite differences: nudging the most salient pixel of a moves P(a > b) more than the least salient one.
+    score = jax.jit(lambda x: scores(ranker.network, ranker.params, x))
+
     def probability(x):
-        r = np.asarray(scores(ranker.network, ranker.params, x.astype(np.float32)))
+        r = np.asarray(score(x.astype(np.float32)))
         return 1 / (1 + np.exp(-(r[0] - r[1])))
 
     base = np.stack([a, b]).astype(np.float32)
