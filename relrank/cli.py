@@ -240,7 +240,8 @@ def _train(argv) -> int:
                                                                  else ""), file=sys.stderr)
     name = "all" if args.attr == "all" else "+".join(attrs)
     root = args.workdir or os.path.join("runs", base.dataset, name)
-    check_seed_layout(root, args.seeds)
+    if not args.workdir:  # a --workdir was checked before the data work
+        check_seed_layout(root, args.seeds)
     status = 0
     for seed in range(base.seed, base.seed + args.seeds):
         config = dataclasses.replace(base, attr=",".join(attrs), seed=seed)

@@ -329,9 +329,10 @@ def load_dataset(
     view = DATASETS[name]
     data_dir = data_dir or default_data_dir()
     manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual", view.builder)
+    sources = prepared.fingerprint(manual_dir)  # the source files, read once for every check below
     kwargs = {}
     if view.builder == "pairs_csv":
-        kwargs.update(config=_pairs_csv_config(manual_dir, data_dir, unique_pairs), unique_pairs=unique_pairs)
+        kwargs.update(config=_pairs_csv_config(manual_dir, data_dir, sources, unique_pairs), unique_pairs=unique_pairs)
     elif view.builder_config:
         kwargs["config"] = tfds.core.BuilderConfig(name=view.builder_config)
     builder_class = relrank_datasets.builder_class(view.builder)
@@ -341,7 +342,7 @@ def load_dataset(
     prepared.check_data_dir(data_dir)
     with prepared.one_at_a_time(data_dir, f"{builder_class.name}-{config_name or 'default'}"):
         prepared.remove_incomplete(dataset_dir)
-        why = prepared.stale_reason(prepared_dir, manual_dir)
+        why = prepared.stale_reason(prepared_dir, manual_dir, sources)
         if why:
             print(f"dataset {name!r}: the prepared copy in {prepared_dir} is out of date: {why}; preparing it again",
                   file=sys.stderr)
@@ -357,7 +358,7 @@ def load_dataset(
         except SourceFilesError as error:
             raise UserError(f"cannot prepare dataset {name!r}: {error}") from None
         if fresh or why:
-            prepared.record(prepared_dir, manual_dir)
+            prepared.record(prepared_dir, sources)
     try:
         metadata = dict(builder.info.metadata)
         source = builder.as_data_source(split=pair_index.IMAGES_SPLIT, decoders={"image": tfds.decode.SkipDecoding()})
@@ -391,7 +392,7 @@ def load_dataset_for(config, data_dir: str = "") -> RankingData:
     )
 
 
-def _pairs_csv_config(manual_dir: str, data_dir: str, unique_pairs: bool):
+def _pairs_csv_config(manual_dir: str, data_dir: str, sources: str, unique_pairs: bool):
     """A builder config per annotation folder *and content*: editing pairs.csv or images/ prepares anew.
 
     Copies prepared from an earlier content of the same folder are named and removed.
@@ -403,7 +404,7 @@ def _pairs_csv_config(manual_dir: str, data_dir: str, unique_pairs: bool):
     path = os.path.abspath(manual_dir)
     slug = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(path).lower()).strip("_") or "pairs"
     folder_id = f"{slug}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
-    name = f"{folder_id}_{prepared.fingerprint(path)[:10]}" + ("_unique" if unique_pairs else "")
+    name = f"{folder_id}_{sources[:10]}" + ("_unique" if unique_pairs else "")
     prepared_root = os.path.join(data_dir, "pairs_csv")
     stale = sorted(d for d in (os.listdir(prepared_root) if os.path.isdir(prepared_root) else [])
                    if (d == folder_id or d.startswith(folder_id + "_")) and d != name)

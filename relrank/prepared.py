@@ -93,27 +93,29 @@ def remove_incomplete(dataset_dir: str) -> None:
             shutil.rmtree(os.path.join(dataset_dir, name), ignore_errors=True)
 
 
-def stale_reason(prepared_dir: str, source_dir: str) -> str:
-    """Why the prepared copy in `prepared_dir` may not be used ('' if it may, or if there is none)."""
+def stale_reason(prepared_dir: str, source_dir: str, sources: str) -> str:
+    """Why the prepared copy in `prepared_dir` may not be used ('' if it may, or if there is none), given the
+    `fingerprint` of `source_dir` now."""
     record_path = os.path.join(prepared_dir, FINGERPRINTS_FILE)
     if not os.path.isdir(prepared_dir):
         return ""
     try:
         with open(record_path) as f:
-            record = json.load(f)
-        sources, prepared = record["sources"], record["prepared"]
+            saved = json.load(f)
+        saved_sources, prepared = saved["sources"], saved["prepared"]
     except (OSError, ValueError, KeyError, TypeError):
         return "it has no readable record of what it was prepared from"
     if prepared != fingerprint(prepared_dir, skip=(FINGERPRINTS_FILE,)):
         return "its files changed since they were written (damaged, truncated or edited)"
-    if sources != fingerprint(source_dir):
+    if saved_sources != sources:
         return f"its source files in {source_dir} changed since it was prepared (or are other files)"
     return ""
 
 
-def record(prepared_dir: str, source_dir: str) -> None:
-    """Note what `prepared_dir` was prepared from, and its own files, for `stale_reason`."""
-    text = json.dumps(dict(sources=fingerprint(source_dir), prepared=fingerprint(prepared_dir, skip=(FINGERPRINTS_FILE,))))
+def record(prepared_dir: str, sources: str) -> None:
+    """Note the `fingerprint` of the sources `prepared_dir` was prepared from, and of its own files, for
+    `stale_reason`."""
+    text = json.dumps(dict(sources=sources, prepared=fingerprint(prepared_dir, skip=(FINGERPRINTS_FILE,))))
     tmp = os.path.join(prepared_dir, f".{FINGERPRINTS_FILE}.tmp")
     with open(tmp, "w") as f:
         f.write(text)

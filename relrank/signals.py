@@ -27,12 +27,13 @@ def sigterm_as_keyboard_interrupt():
 
 
 @contextlib.contextmanager
-def deferred():
+def deferred(received: list[int] | None = None):
     """Hold Ctrl-C and SIGTERM until the block ends (e.g. a checkpoint being written).
 
-    Yields a list that collects the signals received; the caller decides what to do with them.
+    Yields a list that collects the signals received (`received`, if given); the caller decides what to do
+    with them.
     """
-    received: list[int] = []
+    received = [] if received is None else received
     if not _in_main_thread():
         yield received
         return

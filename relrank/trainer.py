@@ -163,21 +163,21 @@ def _attrs_label(config: Config) -> str:
     return config.attr if len(config.attrs) == 1 else f"{len(config.attrs)} attributes"
 
 
-def _last_checkpoint_words(workdir: str) -> str:
-    last = None
-    if os.path.isdir(checkpoint.checkpoint_dir(workdir)):
-        checkpoints = checkpoint.Checkpoints(workdir, read_only=True)
-        last = checkpoints.latest_step()
-        checkpoints.close()
-    return "no checkpoint yet" if last is None else f"last checkpoint: step {last}"
+def _last_checkpoint(workdir: str) -> int | None:
+    if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
+        return None
+    checkpoints = checkpoint.Checkpoints(workdir, read_only=True)
+    last = checkpoints.latest_step()
+    checkpoints.close()
+    return last
 
 
 def _interrupted(workdir: str, by_peer: bool = False) -> Interrupted:
     what = "stopped: another process of this run was interrupted" if by_peer else "interrupted"
-    last = _last_checkpoint_words(workdir)
-    if last == "no checkpoint yet":
+    last = _last_checkpoint(workdir)
+    if last is None:
         return Interrupted(f"{what} before the first checkpoint; rerun the same command to start again")
-    return Interrupted(f"{what}; {last}; rerun the same command to resume")
+    return Interrupted(f"{what}; last checkpoint: step {last}; rerun the same command to resume")
 
 
 def train(config: Config, workdir: str, stop_after_steps: int | None = None, data: RankingData | None = None,
@@ -194,7 +194,7 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None, dat
     """
     started = time.perf_counter()
     check_usable(workdir)
-    if config.weights:
+    if config.weights and data is None:  # a caller that opened the data checked the weights before it (the CLI)
         check_weights(config)
     new_workdir = not os.path.exists(workdir)
     try:
@@ -349,9 +349,14 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
         if row:
             bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
 
+    # Several processes stop together: a signal to any of them is only noted, and every STOP_CHECK_EVERY steps
+    # they agree (a collective) whether one was signalled; then all save the same step and stop.
+    together = jax.process_count() > 1
+    stop_requested: list[int] = []
+
     def stop_on(received: list[int]) -> None:
         """Act on signals held back: stop now (one process), or note them for the next agreement (several)."""
-        if received and jax.process_count() > 1:
+        if received and together:
             stop_requested.extend(received)
         elif received:
             raise KeyboardInterrupt
@@ -364,12 +369,8 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
 
     all_batches = itertools.chain([first_batch], batches) if first_batch is not None else iter(())
     loop_start = time.perf_counter()
-    # Several processes stop together: a signal to any of them is only noted, and every STOP_CHECK_EVERY steps
-    # they agree (a collective) whether one was signalled; then all save the same step and stop.
-    together = jax.process_count() > 1
-    stop_requested: list[int] = []
     try:
-        with signals.deferred() if together else contextlib.nullcontext([]) as stop_requested:
+        with signals.deferred(stop_requested) if together else contextlib.nullcontext():
             for step, batch in enumerate(all_batches, start=start_step + 1):
                 with signals.deferred() as received:  # the step donates its input state: never stop half-way
                     state, metrics = step_fn(state, batch)
@@ -409,13 +410,16 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
             if not together and int(state.step) != checkpoints.latest_step():
                 save(int(state.step))
             checkpoints.wait()
+        last = _last_checkpoint(workdir)
         raise UserError(f"reading the training batches failed after step {int(state.step)} ({fault}); "
-                        f"{_last_checkpoint_words(workdir)}; rerun the same command to resume") from None
+                        f"{'no checkpoint yet' if last is None else f'last checkpoint: step {last}'}; "
+                        f"rerun the same command to resume") from None
     except BaseException as error:
         with signals.deferred():
             checkpoints.wait()
-        if isinstance(error, Exception) and _out_of_memory(error, config):
-            raise _out_of_memory(error, config) from None
+        oom = _out_of_memory(error, config) if isinstance(error, Exception) else None
+        if oom:
+            raise oom from None
         raise
     finally:
         bar.close()
