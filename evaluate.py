@@ -1,4 +1,4 @@
-"""Evaluate trained rankers: `python evaluate.py --workdir=W [--json]` (see --help)."""
+"""Evaluate trained rankers: `python evaluate.py --workdir=W [--json]` (see --help); `relrank evaluate`."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Train a relative-attribute ranker: `python train.py --dataset=NAME --attr=NAME` (see --help)."""
+"""Train a relative-attribute ranker: `python train.py --dataset=NAME --attr=NAME` (see --help); `relrank train`."""
 
 import sys
 

@@ -12,12 +12,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 python - <<'PY'
 import os, statistics, time
 import jax, numpy as np
-from relrank import sharding
-from relrank.config import make_config
-from relrank.input_pipeline import BatchPlans, fill
-from relrank.data import LabelledPairs, Pairs
-from relrank.network import init_params
-from relrank.train_step import init_state, jit_train_step, make_task
+from relrank.parallel import sharding
+from relrank.configs import make_config
+from relrank.data.batches import BatchPlans, fill
+from relrank.data.pairs import LabelledPairs, Pairs
+from relrank.model.network import random_params
+from relrank.train.step import init_state, jit_train_step, make_task
 
 MODEL = os.environ.get("MODEL", "vgg16")
 FLOP_PER_IMAGE = 93e9  # VGG-16 at 224: 15.5 GMACs forward, about 3x that for forward + backward (MFU is for vgg16)
@@ -39,7 +39,7 @@ for dtype in ("float32", "bfloat16"):
         host = [fill(plans(s), table.__getitem__) for s in range(10)]
         input_rate = 10 * 2 * n_pairs / (time.perf_counter() - start)
         task = make_task(config)
-        state = sharding.put_replicated(init_state(task, init_params(config)), mesh)
+        state = sharding.put_replicated(init_state(task, random_params(config)), mesh)
         batch = sharding.put_batch(host[0], mesh)
         step = jit_train_step(task, mesh).lower(state, batch).compile()
         for _ in range(3):

@@ -17,13 +17,15 @@ import time
 
 import jax
 
-from relrank import sharding
-from relrank.config import MODEL_PRESETS, make_config
-from relrank.data import LabelledPairs, load_dataset
-from relrank.input_pipeline import BatchPlans, fill
-from relrank.network import init_params
-from relrank.streaming import streaming_batches
-from relrank.train_step import init_state, jit_train_step, make_task
+from relrank.configs import make_config
+from relrank.configs.presets import MODEL_PRESETS
+from relrank.data.batches import BatchPlans, fill
+from relrank.data.datasets import load_dataset
+from relrank.data.pairs import LabelledPairs
+from relrank.data.streaming import streaming_batches
+from relrank.model.network import random_params
+from relrank.parallel import sharding
+from relrank.train.step import init_state, jit_train_step, make_task
 
 
 def rate(batches, steps: int, pairs: int) -> float:
@@ -56,7 +58,7 @@ def main() -> None:
 
     mesh = sharding.make_mesh()
     task = make_task(config)
-    state = sharding.put_replicated(init_state(task, init_params(config)), mesh)
+    state = sharding.put_replicated(init_state(task, random_params(config)), mesh)
     batch = sharding.put_batch(fill(plans(0), table.images.__getitem__), mesh)
     step = jit_train_step(task, mesh).lower(state, batch).compile()
     holder = [state]

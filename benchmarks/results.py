@@ -1,15 +1,15 @@
 """Train and evaluate a recipe on a dataset as a user would, and append the result to RESULTS.md.
 
-    python benchmarks/results.py --dataset=pubfig --config=scratch --manual_dir=PATH/pubfig
-    python benchmarks/results.py --dataset=pubfig --config=paper --model=vgg16_small --manual_dir=PATH/pubfig
-    python benchmarks/results.py --dataset=pubfig --config=scratch --separately=Male,Smiling --manual_dir=...
-    python benchmarks/results.py --sparse_bed=pubfig:500 --config=scratch --seeds=3
+    python benchmarks/results.py --dataset=pubfig --recipe=scratch --manual_dir=PATH/pubfig
+    python benchmarks/results.py --dataset=pubfig --recipe=paper --model=vgg16_small --manual_dir=PATH/pubfig
+    python benchmarks/results.py --dataset=pubfig --recipe=scratch --separately=Male,Smiling --manual_dir=...
+    python benchmarks/results.py --sparse_bed=pubfig:500 --recipe=scratch --seeds=3
 
 By default all attributes train jointly, in one `train.py --attr=all` run. `--separately=A,B`
 instead trains one run per listed attribute (`--separately=all`: every attribute), to compare
 the cost of separate runs with the joint one. `--seeds=N` repeats the whole with seeds 0..N-1
 and reports the mean +- std over seeds of the mean accuracy, the per-attribute means, the wall
-time of one seed and how many runs did not learn (relrank/learning.py). `--sparse_bed=SOURCE:N`
+time of one seed and how many runs did not learn (relrank/train/monitor.py). `--sparse_bed=SOURCE:N`
 first writes the sparse-pair test bed of benchmarks/sparse_pairs.py (N training pairs per
 attribute, 40% of them ties; PubFig's from ../shared/data/pubfig or --pubfig) and trains on it
 as `--dataset=pairs_csv`. Every other flag goes
@@ -79,13 +79,15 @@ def run_seed(args, flags: list[str], root: str, seed: int) -> tuple[dict, float,
     """({attribute: test accuracy}, wall seconds, what ran, how many runs did not learn) of one seed."""
     flags = [*flags, f"--seed={seed}"]
     if args.separately:
-        from relrank.cli import train_parser
-        from relrank.config import make_config
-        from relrank.data import load_dataset_for
+        import dataclasses
 
-        known = vars(train_parser().parse_known_args(flags)[0])
-        config = make_config(**{k: v for k, v in known.items() if k not in ("attr", "workdir", "stop_after_steps",
-                                                                            "seeds")})
+        from relrank.cli.train import TrainOptions, parser
+        from relrank.configs import resolve
+        from relrank.data.datasets import load_dataset_for
+
+        known = vars(parser().parse_known_args(flags)[0])
+        options = {f.name for f in dataclasses.fields(TrainOptions)}
+        config = resolve({k: v for k, v in known.items() if k not in options}).config
         attrs = load_dataset_for(config).attributes if args.separately == "all" else args.separately.split(",")
         per_attr, wall, failed = {}, 0.0, 0
         for attr in attrs:

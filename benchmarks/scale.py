@@ -44,7 +44,8 @@ def main() -> None:
 
     import numpy as np
 
-    from relrank.data import LabelledPairs, load_dataset
+    from relrank.data.datasets import load_dataset
+    from relrank.data.pairs import LabelledPairs
 
     start = time.perf_counter()
     large = load_dataset("synthetic_large", data_dir=args.data_dir)

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from relrank.config import make_config
-from relrank.network import init_params
-from relrank.ranker import Ranker
+from relrank.configs import make_config
+from relrank.model.network import random_params
+from relrank.use.ranker import Ranker
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -53,7 +53,7 @@ def main() -> None:
     print(f"{'model':12s} {'images':>6s} {'Ranker.score':>13s} {'forward pass':>13s} {'ratio':>6s}")
     for model in args.models.split(","):
         config = make_config(model=model, attr="x")
-        ranker = Ranker(config, init_params(config), step=0)
+        ranker = Ranker(config, random_params(config), step=0)
         forward = jax.jit(ranker.score_fn)
         for n in (1, 8):
             pixels = jnp.asarray(ranker.prepare(files[:n]))

@@ -15,7 +15,7 @@ ties, and 5% of the others are flipped (crowd noise); test pairs are noise-free.
 is written: tune recipes on these beds, never on the test pairs.
 
 Then train as a user would:
-    python train.py --dataset=pairs_csv --manual_dir=beds/pubfig500 --attr=all --config=scratch
+    python train.py --dataset=pairs_csv --manual_dir=beds/pubfig500 --attr=all --recipe=scratch
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def main() -> None:
     else:
         synthetic_bed(args.out, args.pairs, args.tie_share, args.seed, args.tuning)
     print(f"wrote {args.out}: train with python train.py --dataset=pairs_csv --manual_dir={args.out} --attr=all "
-          f"--config=scratch")
+          f"--recipe=scratch")
 
 
 if __name__ == "__main__":

@@ -16,11 +16,12 @@ import time
 import jax
 import numpy as np
 
-from relrank import sharding
-from relrank.config import MODEL_PRESETS, make_config
-from relrank.input_pipeline import pairs_batch
-from relrank.network import init_params, jit_apply
-from relrank.train_step import init_state, jit_train_step, make_task
+from relrank.configs import make_config
+from relrank.configs.presets import MODEL_PRESETS
+from relrank.data.batches import pairs_batch
+from relrank.model.network import jit_apply, random_params
+from relrank.parallel import sharding
+from relrank.train.step import init_state, jit_train_step, make_task
 
 
 def timed(fn, repeats: int) -> float:
@@ -45,7 +46,7 @@ def main() -> None:
                          compute_dtype=args.compute_dtype)
     mesh = sharding.make_mesh()
     task = make_task(config)
-    state = sharding.put_replicated(init_state(task, init_params(config)), mesh)
+    state = sharding.put_replicated(init_state(task, random_params(config)), mesh)
     size, n = config.image_size, config.batch_pairs
     rng = np.random.default_rng(0)
     batch = sharding.put_batch(pairs_batch(

@@ -52,10 +52,10 @@ def run_jax(preset: str) -> dict:
     import jax
     import numpy as np
 
-    from relrank import sharding
-    from relrank.config import make_config
-    from relrank.network import init_params, jit_apply
-    from relrank.train_step import init_state, jit_train_step, make_task
+    from relrank.parallel import sharding
+    from relrank.configs import make_config
+    from relrank.model.network import jit_apply, random_params
+    from relrank.train.step import init_state, jit_train_step, make_task
 
     size, pairs, score_batch, steps = PRESETS[preset]
     config = make_config(recipe="paper", model=preset, image_size=size, batch_pairs=pairs)
@@ -64,7 +64,7 @@ def run_jax(preset: str) -> dict:
     images, target = batch_arrays(size, pairs)
     a = np.arange(0, 2 * pairs, 2, dtype=np.int32)
     batch = sharding.put_batch(dict(images=images, a=a, b=a + 1, target=target, weight=np.ones_like(target)), mesh)
-    state = sharding.put_replicated(init_state(task, init_params(config)), mesh)
+    state = sharding.put_replicated(init_state(task, random_params(config)), mesh)
     start = time.perf_counter()
     step = jit_train_step(task, mesh).lower(state, batch).compile()
     compile_seconds = time.perf_counter() - start
@@ -88,7 +88,7 @@ def run_torch(preset: str) -> dict:
     import torch
     from torch import nn
 
-    from relrank.config import MODEL_PRESETS
+    from relrank.configs.presets import MODEL_PRESETS
 
     torch.set_num_threads(os.cpu_count() or 1)
     spec = MODEL_PRESETS[preset]["spec"]

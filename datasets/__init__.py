@@ -1,7 +1,7 @@
 """TFDS dataset builders for relrank (installed as `relrank_datasets`).
 
 One folder per builder (TFDS layout). Which `--dataset` names use which
-builder, and with which pair sets, is relrank's registry (`relrank.config.DATASETS`):
+builder, and with which pair sets, is relrank's registry (`relrank.data.registry.DATASETS`):
 UT-Zap50K-1 and -2 are two views of the `zappos` builder, so its images are stored once.
 """
 

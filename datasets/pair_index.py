@@ -12,7 +12,6 @@ compact arrays per pair set, however many pairs: no Python object per pair).
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -96,29 +95,6 @@ def target_from_labels(labels: np.ndarray, more, less, equal) -> np.ndarray:
     if np.isnan(target).any():
         raise ValueError(f"unexpected labels {sorted(set(labels[np.isnan(target)].tolist()))[:5]}")
     return target
-
-
-def manual_dir(builder, dl_manager) -> str:
-    """The folder of the user's source files, or an error naming it with the download instructions."""
-    from relrank_datasets.sources import SourceFilesError, with_instructions
-
-    try:
-        return os.fspath(dl_manager.manual_dir)
-    except AssertionError as error:
-        first = str(error).splitlines()[0].split(" Create it")[0]
-        raise SourceFilesError(with_instructions(first, builder.MANUAL_DOWNLOAD_INSTRUCTIONS)) from None
-
-
-class ImageFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """A builder whose split 'images' stores image files, in order, with their encoded bytes as they are."""
-
-    def _generate_examples(self, paths: list[str], names: list[str], extra: dict | None = None):
-        from relrank_datasets.sources import image_bytes
-
-        for index, (path, name) in enumerate(zip(paths, names)):
-            example = {"image": image_bytes(path), "index": index, "name": name}
-            example.update({key: values[index] for key, values in (extra or {}).items()})
-            yield index, example
 
 
 def sample_distinct_pairs(images: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -15,10 +15,10 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from relrank_datasets import pair_index, sources
+from relrank_datasets import image_files, pair_index, sources
 
 
-class Builder(pair_index.ImageFilesBuilder, skip_registration=True):
+class Builder(image_files.ImageFilesBuilder, skip_registration=True):
     """Shared by the OSR and PubFig builders, which name their instructions and IMAGES_FOLDER."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -40,7 +40,7 @@ class Builder(pair_index.ImageFilesBuilder, skip_registration=True):
 
 
 def split_generators(builder, dl_manager, images_folder: str):
-    root = pair_index.manual_dir(builder, dl_manager)
+    root = image_files.manual_dir(builder, dl_manager)
     instructions = builder.MANUAL_DOWNLOAD_INSTRUCTIONS
     data = sources.loadmat(os.path.join(root, "data.mat"), instructions, variables=(
         "im_names", "class_labels", "used_for_training", "relative_ordering", "attribute_names", "class_names"))

@@ -26,7 +26,7 @@ def require(path: str, instructions: str) -> str:
 
 def image_bytes(path: str) -> bytes:
     """The file's bytes, after checking that relrank's decoder turns them into RGB pixels."""
-    from relrank.images import ImageDecodeError, decode
+    from relrank.data.images import ImageDecodeError, decode
 
     try:
         with open(path, "rb") as f:

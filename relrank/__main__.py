@@ -1,8 +1,8 @@
-"""Use a trained ranker from the command line: `python -m relrank {score,saliency,embed} --help`."""
+"""`python -m relrank COMMAND ...`: the `relrank` command (`python -m relrank --help`)."""
 
 import sys
 
-from relrank.cli import use_main
+from relrank.cli import main
 
 if __name__ == "__main__":
-    sys.exit(use_main())
+    sys.exit(main(prog="python -m relrank"))

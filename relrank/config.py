@@ -1,8 +1,10 @@
-"""Configuration as data: model presets, preprocessing and per-dataset defaults.
+"""The configuration of a run, declared once: every field with its default, help text, choices and group.
 
 A `Config` fully describes a run. It is stored (as JSON) in every checkpoint, so
 a workdir alone is enough to rebuild the model and preprocess images exactly as
-training did.
+training did. `train.py`'s flags are generated from these declarations
+(`relrank/cli/flags.py`); `relrank/configs/` resolves a Config from a dataset, a
+model preset, a recipe and the flags.
 """
 
 from __future__ import annotations
@@ -15,9 +17,34 @@ from typing import Any
 
 from relrank.errors import UserError
 
-
+GROUPS = {  # flag group -> (its title in --help, what it says about its flags)
+    "run": ("the run", "what to train, where, and for how long: not Config fields"),
+    "data": ("data", ""),
+    "model": ("model", ""),
+    "optimisation": ("optimisation", ""),
+    "augmentation": ("augmentation", "random changes to the training images (evaluation sees them unchanged)"),
+    "evaluation": ("evaluation", ""),
+    "checkpoints": ("checkpoints, logs and input pipeline", "how a run is executed: these may change when it resumes"),
+    "ranksvm": ("RankSVM", "the paper's baseline (--method=ranksvm)"),
+    "hosts": ("several processes (hosts)", "jax.distributed's own arguments; without them a SLURM, Open MPI or TPU "
+              "pod environment is detected, else the run is one process. Every process gets the same flags but its "
+              "own --process_id; process 0 writes the logs (see the README's launch lines)"),
+}
 CONV_LAYERS_PER_BLOCK = (2, 2, 3, 3, 3)  # VGG-16's
 NORMS = ("none", "group")
+OPTIMIZERS = ("rmsprop", "adamw", "sgd")  # see relrank/train/optim.py
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def setting(default: Any, group: str, help: str, choices: tuple = (), flag: bool = True,
+            aliases: tuple[str, ...] = (), unset: str = "") -> Any:
+    """A field with what its flag needs: `help` (without the default, which --help shows as resolved),
+    `group` (a key of GROUPS), `choices` (checked whether the value comes from a flag or a recipe),
+    `aliases` (other flag names that set it) and `unset` (what an empty or None value means, for --help).
+    `flag=False`: no flag (set by relrank itself)."""
+    assert group in GROUPS, group
+    return dataclasses.field(default=default, metadata=dict(help=help, group=group, choices=tuple(choices),
+                                                            flag=flag, aliases=aliases, unset=unset))
 
 
 def conv_layer_names(depths: tuple[int, ...] = CONV_LAYERS_PER_BLOCK) -> list[str]:
@@ -33,15 +60,17 @@ def _tuples(data: dict[str, Any]) -> dict[str, Any]:
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """Topology of a VGG-style network: 5 blocks of 3x3 convolutions, each block ending in a 2x2 max-pool,
-    then fc6 and fc7. The defaults are VGG-16 (13 convolutions, no normalisation); `norm='group'`
-    puts a GroupNorm after every convolution."""
+    then fc6 and fc7. The defaults are VGG-16 (13 convolutions, no normalisation); a model preset
+    (relrank/configs/presets.py) sets its own, and each field's flag edits the preset's."""
 
-    block_widths: tuple[int, ...] = (64, 128, 256, 512, 512)
-    block_depths: tuple[int, ...] = CONV_LAYERS_PER_BLOCK
-    fc_width: int = 4096
-    dropout: float = 0.5
-    norm: str = "none"
-    zero_head: bool = False  # start the ranking layer at 0 (all scores equal) instead of Glorot-uniform
+    block_widths: tuple[int, ...] = setting((64, 128, 256, 512, 512), "model",
+                                            "channels of the 5 convolution blocks, e.g. 16,32,64,128,128")
+    block_depths: tuple[int, ...] = setting(CONV_LAYERS_PER_BLOCK, "model", "convolutions per block, e.g. 2,2,3,3,3")
+    fc_width: int = setting(4096, "model", "width of fc6 and fc7")
+    dropout: float = setting(0.5, "model", "dropout rate after fc6 and fc7")
+    norm: str = setting("none", "model", "normalisation after each convolution", NORMS)
+    zero_head: bool = setting(False, "model", "start the ranking layer at zero (all scores equal) instead of "
+                              "Glorot-uniform; steadier from random init")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ModelSpec":
@@ -66,104 +95,90 @@ class Preprocessing:
         return cls(**_tuples(data))
 
 
-MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's network: ImageNet VGG-16 at 224x224.
-    "vgg16": dict(spec=ModelSpec(), image_size=224),
-    # Same topology at 1/8 width: for CPU tests, the demo and quick experiments.
-    "vgg16_small": dict(spec=ModelSpec(block_widths=(8, 16, 32, 64, 64), fc_width=256), image_size=32),
-    # For learning from scratch on CPUs: 8 convolutions with GroupNorm at 64x64 (about 0.4M parameters).
-    "vgg_cpu": dict(spec=ModelSpec(block_widths=(16, 32, 64, 128, 128), block_depths=(1, 1, 2, 2, 2), fc_width=256,
-                                   dropout=0.3, norm="group"), image_size=64),
-}
-SPEC_FLAGS = ("block_widths", "block_depths", "fc_width", "dropout", "norm", "zero_head")  # flags that edit the preset's spec
-
-
-OPTIMIZERS = ("rmsprop", "adamw", "sgd")  # see relrank/optim.py
-SCHEDULES = ("constant", "cosine", "linear")
-INPUT_PIPELINES = ("auto", "memory", "streaming")
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    """A `--dataset` name: the TFDS builder that prepares it, its protocol and its defaults.
-
-    `epochs` is the paper's number of epochs for the dataset (recipes may set their own);
-    `recipe` is the recipe used without --config. `train` and `test` name the builder's pair
-    sets (they may contain {split}, UT-Zap50K-1's split number); UT-Zap50K-1 and -2 are two
-    views of one builder. `builder_config` names a config of the builder (its size, say).
-    """
-
-    builder: str
-    epochs: int
-    recipe: str = "paper"
-    builder_config: str = ""
-    train: str = "train"
-    test: str = "test"
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "synthetic": DatasetSpec("synthetic", 4, recipe="demo"),
-    "synthetic_large": DatasetSpec("synthetic", 1, recipe="demo", builder_config="large"),
-    "osr": DatasetSpec("osr", 2),
-    "pubfig": DatasetSpec("pubfig", 2),
-    "lfw10": DatasetSpec("lfw10", 40),
-    "zappos1": DatasetSpec("zappos", 25, train="train_{split}", test="test_{split}"),
-    "zappos2": DatasetSpec("zappos", 25, train="train_all", test="test_hard"),
-    "pairs_csv": DatasetSpec("pairs_csv", 10),
-    "placepulse": DatasetSpec("placepulse", 2),  # no paper protocol: 2 epochs over ~1M votes, as for OSR/PubFig
-}
-
-
 # Fields that say how a run is executed, stored or logged (or where its files lie), not what it learns:
 # they may change when a run resumes and do not split seeds into different experiments.
 HOW_RUN_FIELDS = ("recipe", "eval_batch_images", "input_pipeline", "data_workers", "checkpoint_every_steps",
                   "keep_checkpoints", "log_every_steps", "eval_every_epochs", "data_dir", "manual_dir")
+RENAMED_FIELDS = {"split": "zappos_split"}  # old name -> new name, for configs saved before a rename
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that defines a training run."""
 
-    dataset: str = "synthetic"
-    attr: str = ""  # one attribute, or several joined by commas (one ranking output each)
-    recipe: str = ""
-    model: str = "vgg16_small"
-    image_size: int = 32
-    epochs: int = 4
-    batch_pairs: int = 16
-    batch_images: int = 0  # >0: batches of this many images with every annotated pair among them
-    eval_every_epochs: int = 1
-    backbone_lr: float = 1e-3
-    head_lr: float = 1e-3
-    weight_decay: float = 1e-5
-    optimizer: str = "rmsprop"
-    momentum: float = 0.9
-    schedule: str = "constant"
-    warmup_fraction: float = 0.0
-    crop_min_scale: float = 1.0
-    flip: bool = False
-    color_jitter: float = 0.0
-    load_size: int = 0
-    seed: int = 0
-    weights: str = ""
-    method: str = "deep"
-    ranksvm_features: str = "dataset"
-    ranksvm_c: float = 0.1
-    compute_dtype: str = "float32"
-    eval_batch_images: int = 128
-    input_pipeline: str = "auto"  # memory: decode every image once into a table; streaming: grain workers read them
-    data_workers: int = 0  # grain worker processes of the streaming pipeline (0: one per core but one, at most 8)
-    checkpoint_every_steps: int = 500
-    keep_checkpoints: int = 3
-    log_every_steps: int = 10
-    data_dir: str = ""
-    manual_dir: str = ""
-    split: int = 1
-    equal_pairs: bool = False
-    unique_pairs: bool = False  # pairs_csv: refuse a pair annotated twice (default: every vote counts)
-    test_pairs_fraction: float = 1.0
-    val_fraction: float = 0.0
-    data_identity: str = ""  # a hash of the dataset's attributes and pairs, set when training opens it
+    dataset: str = setting("synthetic", "data", "dataset name (synthetic: the embedded demo dataset)")
+    attr: str = setting("", "data", "attribute(s) ranked: one name, or several joined by commas (one ranking "
+                        "output each)", flag=False)  # train.py's --attr also takes 'all', resolved on the data
+    recipe: str = setting("", "data", "named recipe (relrank/configs/: paper, scratch, demo) or a recipe .py file",
+                          aliases=("--config",), unset="the dataset's")
+    data_dir: str = setting("", "data", "TFDS data directory",
+                           unset="$TFDS_DATA_DIR or ~/tensorflow_datasets")
+    manual_dir: str = setting("", "data", "folder holding the dataset's source files; the error for a missing "
+                              "file says what to download", unset="DATA_DIR/downloads/manual/<builder>")
+    zappos_split: int = setting(1, "data", "which of UT-Zap50K-1's 10 train/test splits (--dataset=zappos1)",
+                                aliases=("--split",))
+    equal_pairs: bool = setting(False, "data", "zappos1/zappos2: also train on the release's 'equal' pairs "
+                                "(target 0.5)")
+    unique_pairs: bool = setting(False, "data", "pairs_csv: refuse a pair annotated more than once (otherwise "
+                                 "crowd votes are welcome: training uses every vote, test pairs count by majority)")
+    val_fraction: float = setting(0.0, "data", "hold out this fraction (0 < f <= 0.5) of the training images, with "
+                                  "all their pairs, as a validation split that picks the best checkpoint (0: none)")
+    model: str = setting("vgg16_small", "model", "model preset (relrank/configs/presets.py): vgg16 (the paper's "
+                         "network), vgg16_small (1/8 width) or vgg_cpu (8 convolutions with GroupNorm at 64 px, "
+                         "for training from scratch on CPUs)")
+    image_size: int = setting(32, "model", "input side in pixels, a multiple of 32")
+    weights: str = setting("", "model", "pretrained ImageNet VGG-16 file (torchvision .pth/.safetensors, timm "
+                           ".safetensors, Lasagne vgg16.pkl); its preprocessing is used and saved with the "
+                           "checkpoints. Full VGG-16 is refused without weights unless --weights=random",
+                           unset="none: random init")
+    compute_dtype: str = setting("float32", "model", "dtype of the forward/backward pass; parameters stay float32",
+                                 ("float32", "bfloat16"))
+    method: str = setting("deep", "model", "deep: fine-tune the network end to end; ranksvm: the paper's baseline, "
+                          "a RankSVM with similarity constraints on frozen features", ("deep", "ranksvm"))
+    epochs: int = setting(4, "optimisation", "passes over the training pairs")
+    batch_pairs: int = setting(16, "optimisation", "pairs per training step (2x as many images); divisible by the "
+                               "device count")
+    batch_images: int = setting(0, "optimisation", "instead of --batch_pairs: this many images per step, drawn at "
+                                "random, with every annotated pair among them (for datasets compared all-to-all: "
+                                "OSR, PubFig); 0: pair batches")
+    optimizer: str = setting("rmsprop", "optimisation", "rmsprop (Lasagne's, the paper's), adamw, or sgd (with "
+                             "--momentum)", OPTIMIZERS)
+    backbone_lr: float = setting(1e-3, "optimisation", "(peak) learning rate of the convolution and fc layers "
+                                 "(0 freezes them)")
+    head_lr: float = setting(1e-3, "optimisation", "(peak) learning rate of the Dense(1) ranking layer")
+    weight_decay: float = setting(1e-5, "optimisation", "weight decay of all weights, not biases: an L2 penalty "
+                                  "in the loss (rmsprop, sgd) or decoupled in the update (adamw)")
+    momentum: float = setting(0.9, "optimisation", "sgd's momentum")
+    schedule: str = setting("constant", "optimisation", "learning rate over the run: constant, or cosine or "
+                            "linear decay to 0, after the warmup", SCHEDULES)
+    warmup_fraction: float = setting(0.0, "optimisation", "fraction of the run's steps with a linear warmup from 0")
+    seed: int = setting(0, "optimisation", "seed of initialisation, data order and dropout")
+    crop_min_scale: float = setting(1.0, "augmentation", "random resized crops of this much of the image's area "
+                                    "up to all of it, aspect 3/4..4/3 (1: no crops)")
+    flip: bool = setting(False, "augmentation", "random horizontal flips")
+    color_jitter: float = setting(0.0, "augmentation", "brightness and contrast factors in 1 +- this")
+    load_size: int = setting(0, "augmentation", "side at which training images are kept, for crops to draw on "
+                             "(0: --image_size); evaluation always uses --image_size")
+    eval_every_epochs: int = setting(1, "evaluation", "evaluate and checkpoint every N epochs, and at the end")
+    eval_batch_images: int = setting(128, "evaluation", "images per scoring batch at evaluation")
+    test_pairs_fraction: float = setting(1.0, "evaluation", "evaluate a seeded random fraction of the test pairs "
+                                         "(the paper used 0.05 for OSR)")
+    checkpoint_every_steps: int = setting(500, "checkpoints", "save a checkpoint every N steps, besides each "
+                                          "evaluation")
+    keep_checkpoints: int = setting(3, "checkpoints", "how many recent checkpoints to keep; the best one is kept too")
+    log_every_steps: int = setting(10, "checkpoints", "steps between metrics rows (metrics.jsonl, TensorBoard)")
+    input_pipeline: str = setting("auto", "checkpoints", "memory: decode every image once into a table in RAM; "
+                                  "streaming: grain worker processes read and decode each batch's images (for "
+                                  "datasets larger than memory); auto: memory when the tables fit in a quarter of "
+                                  "the RAM (at most 16 GiB). Both give the same batches",
+                                  ("auto", "memory", "streaming"))
+    data_workers: int = setting(0, "checkpoints", "worker processes of the streaming pipeline (0: one per core "
+                                "but one, at most 8)")
+    ranksvm_features: str = setting("dataset", "ranksvm", "the dataset's own features (PubFig/OSR GIST) or fc7 of "
+                                    "the backbone given by --weights", ("dataset", "fc7"))
+    ranksvm_c: float = setting(0.1, "ranksvm", "cost of each violated pair (Parikh & Grauman's 0.1)")
+    data_identity: str = setting("", "data", "a hash of the dataset's attributes and pairs, set when training "
+                                 "opens it", flag=False)
     spec: ModelSpec = ModelSpec()
     preprocessing: Preprocessing = Preprocessing()
 
@@ -182,75 +197,41 @@ class Config:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Config":
-        data = dict(data)
+        data = {RENAMED_FIELDS.get(k, k): v for k, v in data.items()}
         spec, prep = ModelSpec.from_json(data.pop("spec")), Preprocessing.from_json(data.pop("preprocessing"))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(spec=spec, preprocessing=prep, **{k: v for k, v in data.items() if k in known})
+
+    def flat(self) -> dict[str, Any]:
+        """Every field, the spec's and the preprocessing's flattened: 'spec.dropout', 'preprocessing.mean'."""
+        flat: dict[str, Any] = {}
+        for name, value in self.to_json().items():
+            if isinstance(value, dict):
+                flat.update({f"{name}.{key}": item for key, item in value.items()})
+            else:
+                flat[name] = value
+        return flat
 
     def meaning(self) -> dict[str, Any]:
         """The fields that change what a run learns or how it is evaluated, flattened ('spec.dropout': 0.5):
         two runs whose meaning differs only in `seed` are seeds of one experiment. The weights file
         counts by its name (the same file may lie in another folder on another machine)."""
-        flat: dict[str, Any] = {}
-        for name, value in self.to_json().items():
-            if name in HOW_RUN_FIELDS:
-                continue
-            if isinstance(value, dict):
-                flat.update({f"{name}.{key}": item for key, item in value.items()})
-            else:
-                flat[name] = value
-        flat["weights"] = os.path.basename(self.weights)
-        return flat
+        meaning = {name: value for name, value in self.flat().items() if name not in HOW_RUN_FIELDS}
+        meaning["weights"] = os.path.basename(self.weights)
+        return meaning
 
 
-def make_config(dataset: str = "synthetic", recipe: str | None = None, pairs=None, **overrides: Any) -> Config:
-    """Build a Config: the dataset's epochs, the model preset, the recipe, then `overrides` (None = unset).
-
-    `recipe` names a module of relrank/configs (default: the dataset's) or a .py file; `pairs`, the
-    training pairs' `relrank.data.PairStructure` when known, lets the recipe adapt to it; fields
-    of the model's spec (SPEC_FLAGS) edit the preset's. With `weights`, the preprocessing is
-    the one that weights file expects.
-    """
-    from relrank.configs import recipe_fields
-
-    if dataset not in DATASETS:
-        raise UserError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
-    recipe = recipe or DATASETS[dataset].recipe
-    fields = {f.name for f in dataclasses.fields(Config)}
-    from_recipe = recipe_fields(recipe, dataset, pairs)
-    unknown = sorted(set(from_recipe) - fields - set(SPEC_FLAGS))
-    if unknown:
-        raise UserError(f"recipe {recipe!r} sets unknown field(s) {', '.join(unknown)}; valid fields: "
-                        f"{', '.join(sorted(fields | set(SPEC_FLAGS)))}")
-    values: dict[str, Any] = dict(dataset=dataset, recipe=recipe)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    chosen = {"epochs": DATASETS[dataset].epochs, **from_recipe, **values}
-    _check_types(chosen, recipe)
-    preset_name = chosen.get("model", Config.model)
-    if preset_name not in MODEL_PRESETS:
-        raise UserError(f"unknown model preset {preset_name!r}; valid presets: {', '.join(MODEL_PRESETS)}")
-    preset = MODEL_PRESETS[preset_name]
-    chosen = {**preset, **chosen, "model": preset_name}
-    chosen["spec"] = _spec_with(chosen.pop("spec"), {k: chosen.pop(k) for k in SPEC_FLAGS if k in chosen})
-    unknown = sorted(set(chosen) - fields)
-    if unknown:
-        raise TypeError(f"unknown config fields: {unknown}")
-    if chosen.get("weights") and "preprocessing" not in values:
-        from relrank.weights import preprocessing_of
-
-        chosen["preprocessing"] = preprocessing_of(chosen["weights"])
-    config = Config(**chosen)
-    _validate(config)
-    return config
+def flag_fields() -> list[dataclasses.Field]:
+    """The fields that have a flag: Config's, then the model spec's (which edit the preset's), in declaration order."""
+    return [f for cls in (Config, ModelSpec) for f in dataclasses.fields(cls) if f.metadata.get("flag")]
 
 
-def _check_types(values: dict[str, Any], recipe: str) -> None:
+def check_types(values: dict[str, Any], recipe: str) -> None:
     """A one-line error naming a field whose value has the wrong type (a recipe's 'epochs': '3', say)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
-    defaults.update({f.name: f.default for f in dataclasses.fields(ModelSpec)})
+    defaults = {f.name: f.default for f in flag_fields()}
     for name, value in values.items():
         default = defaults.get(name)
-        if isinstance(default, (ModelSpec, Preprocessing)) or default is None:
+        if default is None:
             continue
         kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (tuple, list)}[type(default)]
         if not isinstance(value, kinds) or (isinstance(value, bool) and not isinstance(default, bool)):
@@ -258,12 +239,13 @@ def _check_types(values: dict[str, Any], recipe: str) -> None:
                             f"{type(default).__name__}; check recipe {recipe!r} and the flags")
 
 
-def _spec_with(spec: ModelSpec, edits: dict[str, Any]) -> ModelSpec:
-    """The preset's spec with the fields a recipe or flag sets (lists become tuples)."""
-    return dataclasses.replace(spec, **_tuples(edits))
-
-
-def _validate(config: Config) -> None:
+def validate(config: Config) -> None:
+    """A one-line error for the first field whose value is out of its range or not one of its choices."""
+    for cls, values in ((Config, config), (ModelSpec, config.spec)):
+        for field in dataclasses.fields(cls):
+            choices = field.metadata.get("choices")
+            if choices and getattr(values, field.name) not in choices:
+                raise UserError(f"--{field.name} must be one of {', '.join(choices)}, got {getattr(values, field.name)!r}")
     spec = config.spec
     for name in ("block_widths", "block_depths"):
         value = getattr(spec, name)
@@ -273,8 +255,6 @@ def _validate(config: Config) -> None:
         raise UserError(f"--fc_width must be at least 1, got {spec.fc_width}")
     if not 0 <= spec.dropout < 1:
         raise UserError(f"--dropout must be in [0, 1), got {spec.dropout}")
-    if spec.norm not in NORMS:
-        raise UserError(f"--norm must be one of {', '.join(NORMS)}, got {spec.norm!r}")
     if config.batch_images < 0 or config.batch_images == 1:
         raise UserError(f"--batch_images must be 0 (pair batches) or at least 2, got {config.batch_images}")
     if not 0 <= config.val_fraction <= 0.5:
@@ -291,10 +271,6 @@ def _validate(config: Config) -> None:
         value = getattr(config, name)
         if not math.isfinite(value) or value < 0:
             raise UserError(f"--{name} must be a finite number >= 0, got {value}")
-    if config.optimizer not in OPTIMIZERS:
-        raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
-    if config.schedule not in SCHEDULES:
-        raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {config.schedule!r}")
     if not 0 <= config.momentum < 1:
         raise UserError(f"--momentum must be in [0, 1), got {config.momentum}")
     if not 0 <= config.warmup_fraction < 1:
@@ -305,18 +281,10 @@ def _validate(config: Config) -> None:
         raise UserError(f"--color_jitter must be in [0, 1), got {config.color_jitter}")
     if config.load_size and config.load_size < config.image_size:
         raise UserError(f"--load_size must be at least --image_size ({config.image_size}), got {config.load_size}")
-    if config.method not in ("deep", "ranksvm"):
-        raise UserError(f"--method must be deep or ranksvm, got {config.method!r}")
-    if config.ranksvm_features not in ("dataset", "fc7"):
-        raise UserError(f"--ranksvm_features must be dataset or fc7, got {config.ranksvm_features!r}")
     if not 0 < config.test_pairs_fraction <= 1:
         raise UserError(f"--test_pairs_fraction must be in (0, 1], got {config.test_pairs_fraction}")
-    if config.input_pipeline not in INPUT_PIPELINES:
-        raise UserError(f"--input_pipeline must be one of {', '.join(INPUT_PIPELINES)}, got {config.input_pipeline!r}")
     if config.data_workers < 0:
         raise UserError(f"--data_workers must be >= 0, got {config.data_workers}")
-    if config.compute_dtype not in ("float32", "bfloat16"):
-        raise UserError(f"--compute_dtype must be float32 or bfloat16, got {config.compute_dtype!r}")
 
 
 def dumps(config: Config) -> str:

@@ -19,7 +19,7 @@ def run_cli(script, *args, env=None, cwd=None, timeout=900):
 def data_dir(tmp_path_factory):
     """One TFDS data dir for the whole session, with the synthetic dataset prepared once."""
     path = str(tmp_path_factory.mktemp("tfds"))
-    from relrank.data import load_dataset
+    from relrank.data.datasets import load_dataset
 
     load_dataset("synthetic", data_dir=path)
     return path

@@ -3,8 +3,8 @@
 import jax
 import numpy as np
 
-from relrank.augment import augment, enabled
-from relrank.config import make_config
+from relrank.configs import make_config
+from relrank.train.augment import augment, enabled
 
 
 def ramp_images(n=6, size=40):

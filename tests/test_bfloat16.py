@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from conftest import run_cli
-from relrank.config import make_config
-from relrank.input_pipeline import pairs_batch
-from relrank.network import init_params
-from relrank.train_step import init_state, loss_fn, make_task, train_step
+from relrank.configs import make_config
+from relrank.data.batches import pairs_batch
+from relrank.model.network import random_params
+from relrank.train.step import init_state, loss_fn, make_task, train_step
 
 LOSS_TOLERANCE = 0.02  # relative: bfloat16 keeps 8 bits of mantissa (about 2-3 significant digits)
 
@@ -23,7 +23,7 @@ def test_bfloat16_loss_is_within_tolerance_of_float32_and_state_stays_float32():
                         rng.choice([0.0, 1.0], (16, 1)).astype(np.float32), np.ones((16, 1), np.float32))
     f32 = make_config(model="vgg16_small", recipe="paper")
     bf16 = dataclasses.replace(f32, compute_dtype="bfloat16")
-    params = init_params(f32)  # the same weights for both
+    params = random_params(f32)  # the same weights for both
     losses = {}
     for config in (f32, bf16):
         task = make_task(config)

@@ -10,9 +10,9 @@ import scipy.io
 from PIL import Image
 
 from conftest import REPO, run_cli
-from relrank.data import load_dataset
+from relrank.data.datasets import load_dataset
 from relrank.errors import UserError
-from relrank.metrics import pair_accuracy
+from relrank.evaluation.accuracy import pair_accuracy
 
 DUMMY = os.path.join(REPO, "datasets")
 SHARED = os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
@@ -80,7 +80,7 @@ def test_lfw10_dummy(tmp_path):
 
 def test_zappos_dummy(tmp_path):
     root = os.path.join(DUMMY, "zappos", "dummy_data")
-    one = load_dataset("zappos1", data_dir=str(tmp_path), manual_dir=root, split=3)
+    one = load_dataset("zappos1", data_dir=str(tmp_path), manual_dir=root, zappos_split=3)
     assert len(one.source) == 18  # the 3 unlabelled images are not stored
     names = {one.source[i]["name"] for i in range(18)}
     names = {n.decode() if isinstance(n, bytes) else n for n in names}
@@ -97,7 +97,7 @@ def test_zappos_dummy(tmp_path):
     assert len(train) == 10 + 3 and np.sum(train.target == 0.5) == 3
     assert len(two.pairs("test", "open")) == 4
     with pytest.raises(UserError, match="no pair set 'train_11'"):
-        load_dataset("zappos1", data_dir=str(tmp_path), manual_dir=root, split=11)
+        load_dataset("zappos1", data_dir=str(tmp_path), manual_dir=root, zappos_split=11)
 
 
 def test_pairs_csv_dummy(tmp_path):
@@ -234,7 +234,7 @@ def test_real_zappos_counts(tmp_path):
         path = root / "ut-zap50k-images" / paths[i]
         os.makedirs(path.parent, exist_ok=True)
         placeholder.save(path)
-    one = load_dataset("zappos1", data_dir=str(tmp_path / "tfds"), manual_dir=str(root), split=1)
+    one = load_dataset("zappos1", data_dir=str(tmp_path / "tfds"), manual_dir=str(root), zappos_split=1)
     assert len(one.source) == 5551
     expected_one = {"open": (1463, 300), "pointy": (1228, 300), "sporty": (1383, 300), "comfort": (1477, 300)}
     assert {a: (len(one.pairs("train", a)), len(one.pairs("test", a))) for a in one.attributes} == expected_one

@@ -40,14 +40,14 @@ def launch(processes: int, *args, env=None) -> list[subprocess.CompletedProcess]
 
 
 def final_params(workdir: str) -> tuple[int, list[np.ndarray]]:
-    from relrank.checkpoint import Checkpoints, abstract
-    from relrank.network import abstract_params
+    from relrank.run.checkpoints import Checkpoints, abstract
+    from relrank.model.network import param_shapes
 
     checkpoints = Checkpoints(workdir, read_only=True)
     step = checkpoints.latest_step()
     config = checkpoints.restore_config(step)
     one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    params = checkpoints.restore_params(step, abstract(abstract_params(config), one_device))
+    params = checkpoints.restore_params(step, abstract(param_shapes(config), one_device))
     checkpoints.close()
     return step, [np.asarray(x) for x in jax.tree_util.tree_leaves(params)]
 
@@ -116,7 +116,7 @@ def test_unreachable_coordinator_is_a_one_line_error_after_a_bounded_wait(tmp_pa
     ({}, None),
 ])
 def test_cluster_environments_that_start_several_processes_are_recognised(monkeypatch, env, launcher):
-    from relrank.distributed import cluster_launcher
+    from relrank.parallel.distributed import cluster_launcher
 
     for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES"):
         monkeypatch.delenv(name, raising=False)
@@ -126,7 +126,7 @@ def test_cluster_environments_that_start_several_processes_are_recognised(monkey
 
 
 def test_incomplete_or_inconsistent_process_flags_are_refused():
-    from relrank.distributed import initialize
+    from relrank.parallel.distributed import initialize
     from relrank.errors import UserError
 
     with pytest.raises(UserError, match="missing --num_processes, --process_id"):

@@ -25,15 +25,15 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 import relrank
-from relrank import checkpoint
-from relrank.cli import evaluate_main, train_main, use_main
-from relrank.config import make_config
-from relrank.data import load_dataset
+from relrank.cli import evaluate_main, main, train_main
+from relrank.configs import make_config
+from relrank.data.datasets import load_dataset
+from relrank.data.images import decode, to_uint8_rgb
 from relrank.errors import Interrupted, UserError
-from relrank.images import decode, to_uint8_rgb
-from relrank.trainer import train
-from relrank.weights import load_pretrained, read_pickle
-from relrank.workdir import exclusive
+from relrank.model.weights import load_pretrained, read_pickle
+from relrank.run.checkpoints import Checkpoints
+from relrank.run.workdir import exclusive
+from relrank.train.loop import train
 
 from conftest import REPO
 
@@ -189,7 +189,7 @@ def test_2_pairs_csv_edits_after_the_first_prepare_are_used(tmp_path, capsys):
 def test_3_a_second_trainer_on_a_workdir_is_refused_and_a_crashed_one_leaves_no_lock(data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom relrank.workdir import exclusive\n"
+        [sys.executable, "-c", "import sys, time\nfrom relrank.run.workdir import exclusive\n"
          f"with exclusive({workdir!r}):\n    print('locked', flush=True)\n    time.sleep(120)"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -477,10 +477,10 @@ def test_9_score_refuses_a_folder_as_out_and_skips_a_decompression_bomb(trained_
     os.makedirs(folder)
     Image.new("RGB", (40, 40), (200, 10, 10)).save(folder / "red.png")
     decompression_bomb_png(folder / "bomb.png")
-    assert use_main(["score", f"--workdir={workdir}", str(folder), f"--out={tmp_path}"]) == 2
+    assert main(["score", f"--workdir={workdir}", str(folder), f"--out={tmp_path}"]) == 2
     assert f"--out {tmp_path} is a folder" in last_error_line(capsys)
     out = tmp_path / "ranking.csv"
-    assert use_main(["score", f"--workdir={workdir}", str(folder), f"--out={out}"]) == 0
+    assert main(["score", f"--workdir={workdir}", str(folder), f"--out={out}"]) == 0
     err = capsys.readouterr().err
     assert "skipped 1 unreadable file(s)" in err and "bomb.png: too many pixels" in err
     assert out.read_text().count("red.png") == 1
@@ -509,13 +509,13 @@ def test_10_sigterm_saves_a_checkpoint_and_says_how_to_resume(data_dir, tmp_path
 
 def test_10_ctrl_c_while_the_final_checkpoint_is_written_finishes_it(data_dir, tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
-    real_wait = checkpoint.Checkpoints.wait
+    real_wait = Checkpoints.wait
 
     def wait_after_ctrl_c(self):
         os.kill(os.getpid(), signal.SIGINT)
         real_wait(self)
 
-    monkeypatch.setattr(checkpoint.Checkpoints, "wait", wait_after_ctrl_c)
+    monkeypatch.setattr(Checkpoints, "wait", wait_after_ctrl_c)
     with pytest.raises(Interrupted, match="interrupted; last checkpoint: step 3; rerun the same command to resume"):
         train(make_config(attr="size", data_dir=data_dir), workdir, stop_after_steps=3)
     monkeypatch.undo()

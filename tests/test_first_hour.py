@@ -22,15 +22,16 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 import relrank
-from relrank import distributed, input_pipeline
-from relrank.cli import evaluate_main, train_main, use_main, weights_main
-from relrank.config import make_config
-from relrank.data import load_dataset
+from relrank.cli import evaluate_main, main, train_main
+from relrank.configs import make_config
+from relrank.data import batches
+from relrank.data.datasets import load_dataset
 from relrank.errors import UserError
-from relrank.figures import distinct_digits
-from relrank.network import padded_size, scores
-from relrank.runs import dataset_means, pool_seeds
-from relrank.trainer import train
+from relrank.model.network import padded_size, scores
+from relrank.parallel import distributed
+from relrank.train.loop import train
+from relrank.use.figures import distinct_digits
+from relrank.use.results import dataset_means, pool_seeds
 
 from conftest import REPO, run_cli
 from test_faults import DUMMY, copy_run, last_error_line, trained_config
@@ -196,7 +197,7 @@ def test_4_the_pure_scoring_function_works_with_jit_grad_vmap_and_export(trained
 # 5. Notebooks: relrank leaves matplotlib's backend alone (the notebook itself: tests/test_use.py) ---------------
 
 def test_5_importing_relrank_does_not_switch_matplotlibs_backend():
-    code = ("import matplotlib, relrank.trainer, relrank.figures, relrank.cli, relrank.saliency; "
+    code = ("import matplotlib, relrank.train.loop, relrank.use.figures, relrank.cli, relrank.use.saliency; "
             "print(matplotlib.get_backend())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                             env={**os.environ, "MPLBACKEND": "svg"})
@@ -209,7 +210,7 @@ def test_5_importing_relrank_does_not_switch_matplotlibs_backend():
 def test_6_embed_without_scikit_learn_says_which_extra_before_any_work(monkeypatch, tmp_path, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
-    assert use_main(["embed", f"--workdir={tmp_path / 'no_such_run'}"]) == 2
+    assert main(["embed", f"--workdir={tmp_path / 'no_such_run'}"]) == 2
     assert "relrank[viz]" in last_error_line(capsys)
 
 
@@ -339,7 +340,7 @@ def test_12_a_fifo_among_the_images_is_skipped_and_named_if_given(trained_run, t
     Image.new("RGB", (20, 20), "red").save(folder / "red.png")
     os.mkfifo(folder / "pipe.jpg")
     out = str(tmp_path / "ranking.csv")
-    assert use_main(["score", f"--workdir={trained_run[0]}", str(folder), f"--out={out}"]) == 0
+    assert main(["score", f"--workdir={trained_run[0]}", str(folder), f"--out={out}"]) == 0
     assert "scored 1 images" in capsys.readouterr().out
     with pytest.raises(UserError, match="pipe.jpg: it is not a regular file"):
         relrank.load(trained_run[0]).score(str(folder / "pipe.jpg"))
@@ -357,7 +358,7 @@ def test_13_a_workdir_named_with_hash_and_question_mark_loads(trained_run, tmp_p
 # 14. Tracebacks turned into one line, and what must not be lost ----------------------------------------------------
 
 def test_14_a_step_deleted_while_it_is_read_is_not_called_damaged(trained_run, tmp_path, monkeypatch):
-    from relrank import ranker
+    from relrank.use import ranker
 
     workdir = copy_run(trained_run, tmp_path)
     real, deleted = ranker._restore, []
@@ -389,7 +390,7 @@ def test_14_two_first_preparations_in_one_data_dir_take_turns_and_clean_up(tmp_p
     source, data_dir = pubfig_source(tmp_path), tmp_path / "tfds"
     left_over = data_dir / "pubfig" / "incomplete.ABC123_1.0.0"
     os.makedirs(left_over)
-    code = (f"from relrank.data import load_dataset; d = load_dataset('pubfig', data_dir={str(data_dir)!r}, "
+    code = (f"from relrank.data.datasets import load_dataset; d = load_dataset('pubfig', data_dir={str(data_dir)!r}, "
             f"manual_dir={source!r}); print(len(d.source))")
     started = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd=REPO) for _ in range(2)]
@@ -402,7 +403,7 @@ def test_14_two_first_preparations_in_one_data_dir_take_turns_and_clean_up(tmp_p
 
 
 def test_14_a_failing_input_pipeline_keeps_the_steps_done_in_a_checkpoint(data_dir, tmp_path, monkeypatch):
-    real = input_pipeline.table_batches
+    real = batches.table_batches
 
     def dies_after_7_batches(*args, **kwargs):
         for k, batch in enumerate(real(*args, **kwargs)):
@@ -410,7 +411,7 @@ def test_14_a_failing_input_pipeline_keeps_the_steps_done_in_a_checkpoint(data_d
                 raise RuntimeError("worker process 1 died")
             yield batch
 
-    monkeypatch.setattr(input_pipeline, "table_batches", dies_after_7_batches)
+    monkeypatch.setattr(batches, "table_batches", dies_after_7_batches)
     workdir = str(tmp_path / "run")
     with pytest.raises(UserError, match=r"reading the training batches failed after step 7 \(RuntimeError: worker "
                                         r"process 1 died\); last checkpoint: step 7; rerun"):
@@ -492,26 +493,26 @@ def test_14_environment_and_flag_mistakes_are_one_line(trained_run, tmp_path, ca
         assert train_main([f"--workdir={tmp_path / 'run'}", *flags]) == 2
         assert message in last_error_line(capsys)
     for n in ("0", "1", "-5"):
-        assert use_main(["embed", f"--workdir={workdir}", f"--max_images={n}"]) == 2
+        assert main(["embed", f"--workdir={workdir}", f"--max_images={n}"]) == 2
         assert "--max_images must be at least 5" in last_error_line(capsys)
     image = str(tmp_path / "a.png")
     Image.new("RGB", (20, 20), "red").save(image)
     for sigma in ("-1", "nan"):
-        assert use_main(["saliency", f"--workdir={workdir}", image, image, f"--sigma={sigma}",
+        assert main(["saliency", f"--workdir={workdir}", image, image, f"--sigma={sigma}",
                          f"--out={tmp_path / 's.png'}"]) == 2
         assert "--sigma must be a number >= 0" in last_error_line(capsys)
     out = tmp_path / "ranking.csv"
-    assert use_main(["score", f"--workdir={workdir}", image, f"--out={out}", f"--sheet={tmp_path / 'sheet.xyz'}"]) == 2
+    assert main(["score", f"--workdir={workdir}", image, f"--out={out}", f"--sheet={tmp_path / 'sheet.xyz'}"]) == 2
     assert ".xyz is not an image format" in last_error_line(capsys) and not out.exists()
-    assert use_main(["saliency", f"--workdir={workdir}", image, image, f"--out={tmp_path / 's.docx'}"]) == 2
+    assert main(["saliency", f"--workdir={workdir}", image, image, f"--out={tmp_path / 's.docx'}"]) == 2
     assert ".docx is not an image format" in last_error_line(capsys)
-    assert weights_main(["convert", image, str(tmp_path)]) == 2
+    assert main(["convert", image, str(tmp_path)]) == 2
     assert "is a folder" in last_error_line(capsys)
-    assert weights_main(["convert", image, str(tmp_path / "missing" / "w.safetensors")]) == 2
+    assert main(["convert", image, str(tmp_path / "missing" / "w.safetensors")]) == 2
     assert "does not exist" in last_error_line(capsys)
-    monkeypatch.setattr("relrank.weights.convert", lambda source, target: (_ for _ in ()).throw(
+    monkeypatch.setattr("relrank.model.weights.convert", lambda source, target: (_ for _ in ()).throw(
         PermissionError(errno.EACCES, "Permission denied")))  # a read-only place (root writes anywhere)
-    assert weights_main(["convert", image, str(tmp_path / "w.safetensors")]) == 2
+    assert main(["convert", image, str(tmp_path / "w.safetensors")]) == 2
     assert "cannot write" in last_error_line(capsys)
 
 

@@ -10,15 +10,17 @@ import pytest
 from PIL import Image
 
 import relrank
-from relrank.checkpoint import Checkpoints
-from relrank.cli import train_main, use_main
-from relrank.config import ModelSpec, make_config
-from relrank.data import LabelledPairs, Pairs, hold_out, load_dataset
+from relrank.cli import main, train_main
+from relrank.config import ModelSpec
+from relrank.configs import make_config
+from relrank.data.batches import pairs_batch
+from relrank.data.datasets import load_dataset
+from relrank.data.pairs import LabelledPairs, Pairs, hold_out
 from relrank.errors import UserError
-from relrank.input_pipeline import pairs_batch
-from relrank.losses import ranknet_loss
-from relrank.network import init_params, scores
-from relrank.train_step import loss_fn, make_task
+from relrank.model.losses import ranknet_loss
+from relrank.model.network import random_params, scores
+from relrank.run.checkpoints import Checkpoints
+from relrank.train.step import loss_fn, make_task
 
 from conftest import run_cli
 
@@ -56,7 +58,7 @@ def test_joint_loss_is_the_per_attribute_losses_averaged_over_annotated_entries(
     config = make_config(attr="brightness,size,pointiness", model="vgg16_small", weight_decay=0.0, recipe="paper",
                          spec=ModelSpec(block_widths=(4, 4, 8, 8, 8), fc_width=16, dropout=0.0))
     task = make_task(config)
-    params = init_params(config)
+    params = random_params(config)
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (8, 2, 32, 32, 3), dtype=np.uint8)
     target = rng.choice([0.0, 0.5, 1.0], (8, 3)).astype(np.float32)
@@ -197,23 +199,23 @@ def test_a_multi_attribute_checkpoint_scores_each_attribute(joint_runs, data_dir
     for i in range(4):
         Image.fromarray(images[i]).save(folder / f"{i}.png")
     out = tmp_path / "ranking.csv"
-    assert use_main(["score", f"--workdir={run}", str(folder), f"--out={out}"]) == 0
+    assert main(["score", f"--workdir={run}", str(folder), f"--out={out}"]) == 0
     lines = out.read_text().splitlines()
     assert lines[0] == "image,attribute,score,rank" and len(lines) == 1 + 4 * 3
-    assert use_main(["score", f"--workdir={run}", str(folder), f"--out={out}", "--attr=size"]) == 0
+    assert main(["score", f"--workdir={run}", str(folder), f"--out={out}", "--attr=size"]) == 0
     assert out.read_text().splitlines()[0] == "image,score,rank"
-    assert use_main(["score", f"--workdir={run}", str(folder), f"--out={out}", "--attr=colour"]) == 2
+    assert main(["score", f"--workdir={run}", str(folder), f"--out={out}", "--attr=colour"]) == 2
     assert "not trained on attribute 'colour'" in last_error_line(capsys)
     saliency = ["saliency", f"--workdir={run}", str(folder / "0.png"), str(folder / "1.png"), f"--out={tmp_path / 's.png'}"]
-    assert use_main(saliency) == 2
+    assert main(saliency) == 2
     assert "choose one" in last_error_line(capsys)
-    assert use_main([*saliency, "--attr=pointiness"]) == 0
+    assert main([*saliency, "--attr=pointiness"]) == 0
     assert "shows more pointiness" in capsys.readouterr().out
 
 
 def test_image_group_batches_train_and_resume_exactly(data_dir, tmp_path):
     """--batch_images: a run stopped and resumed ends with the parameters of an uninterrupted one."""
-    from relrank.trainer import train
+    from relrank.train.loop import train
 
     config = make_config(data_dir=data_dir, attr="brightness,size", batch_images=64, epochs=2, flip=True,
                          checkpoint_every_steps=1000, log_every_steps=1)

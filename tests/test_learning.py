@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from relrank.config import make_config
+from relrank.configs import make_config
 from relrank.configs import scratch
-from relrank.data import Pairs, PairStructure
-from relrank.learning import LN2, LearningMonitor, at_chance, constant_attributes
+from relrank.data.pairs import PairStructure, Pairs
+from relrank.train.monitor import LN2, LearningMonitor, at_chance, constant_attributes
 
 from conftest import run_cli
 
@@ -165,7 +165,7 @@ def test_the_paper_network_from_random_init_is_refused_with_the_ways_out(dataset
     result = run_cli("train.py", f"--dataset={dataset}", f"--manual_dir={tmp_path}", f"--data_dir={tmp_path}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     line = last_line(result.stderr)
-    assert line.startswith("error: ") and "--weights=FILE" in line and "--config=scratch" in line
+    assert line.startswith("error: ") and "--weights=FILE" in line and "--recipe=scratch" in line
     assert "--weights=random" in line
     on_purpose = run_cli("train.py", f"--dataset={dataset}", f"--manual_dir={tmp_path}", f"--data_dir={tmp_path}",
                          "--weights=random")

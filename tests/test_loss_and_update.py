@@ -4,13 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from relrank.config import ModelSpec, make_config
-from relrank.input_pipeline import pairs_batch
-from relrank.losses import l2_penalty, ranknet_loss
-from relrank.optim import learning_rate, make_optimizer, param_groups
-from relrank.network import init_params, scores
-from relrank.train_step import init_state, make_task
-from relrank.train_step import train_step as eager_train_step
+from relrank.config import ModelSpec
+from relrank.configs import make_config
+from relrank.data.batches import pairs_batch
+from relrank.model.losses import l2_penalty, ranknet_loss
+from relrank.model.network import random_params, scores
+from relrank.train.optim import learning_rate, make_optimizer, param_groups
+from relrank.train.step import init_state, make_task
+from relrank.train.step import train_step as eager_train_step
 
 train_step = jax.jit(eager_train_step, static_argnums=2)
 
@@ -75,13 +76,13 @@ def test_one_update_of_the_head_by_hand():
     """Frozen backbone: the whole update of the head written out in numpy."""
     config = tiny_config(backbone_lr=0.0, head_lr=0.05)
     task = make_task(config)
-    params = init_params(config)
+    params = random_params(config)
     batch = tiny_batch()
     new_state, metrics = train_step(init_state(task, params), batch, task)
 
     # fc7 features from the (frozen) network, then everything by hand.
     from flax import nnx
-    from relrank.preprocess import normalize
+    from relrank.model.preprocess import normalize
     model = nnx.merge(task.network.graphdef, params)
     images = np.asarray(batch["images"]).reshape(-1, 32, 32, 3)
     features = np.asarray(jax.jit(lambda x: model.features(normalize(x, config.preprocessing)))(images), np.float64)
@@ -109,7 +110,7 @@ def test_one_update_of_every_layer():
     """Both groups train with their own learning rate; gradients include 2 * wd * W for kernels only."""
     config = tiny_config(backbone_lr=1e-3, head_lr=1e-2)
     task = make_task(config)
-    params = init_params(config)
+    params = random_params(config)
     batch = tiny_batch(seed=1)
     new_state, _ = train_step(init_state(task, params), batch, task)
 
@@ -164,7 +165,7 @@ def test_adamw_matches_numpy_with_decoupled_decay_on_kernels_only():
                 p = p - lr * (step + (0.1 * p if kind == "kernel" else 0.0))
             np.testing.assert_allclose(got[layer][kind], p, rtol=1e-5, atol=1e-7)
     # AdamW's decay is in the update, so the loss carries no L2 term.
-    from relrank.optim import loss_weight_decay
+    from relrank.train.optim import loss_weight_decay
     assert loss_weight_decay(config) == 0.0 and loss_weight_decay(make_config(weight_decay=0.1)) == 0.1
 
 

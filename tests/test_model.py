@@ -5,14 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from relrank.config import ModelSpec, make_config
+from relrank.config import ModelSpec
 from relrank.config import conv_layer_names
-from relrank.model import VGG16Ranker
-from relrank.network import abstract_params, init_params
+from relrank.configs import make_config
+from relrank.model.network import param_shapes, random_params
+from relrank.model.vgg import VGG
 
 
 def test_full_vgg16_shapes_and_names():
-    params = abstract_params(make_config(model="vgg16"))
+    params = param_shapes(make_config(model="vgg16"))
     assert list(params) == conv_layer_names() + ["fc6", "fc7", "head"]
     assert conv_layer_names() == [
         "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
@@ -29,7 +30,7 @@ def test_full_vgg16_shapes_and_names():
 
 
 def test_head_initialisation():
-    params = init_params(make_config(model="vgg16_small", seed=3))
+    params = random_params(make_config(model="vgg16_small", seed=3))
     kernel, bias = np.asarray(params["head"]["kernel"]), np.asarray(params["head"]["bias"])
     limit = np.sqrt(6.0 / (256 + 1))  # Glorot-uniform bound
     assert np.all(bias == 0)
@@ -74,7 +75,7 @@ def _numpy_forward(params, x, depths=(2, 2, 3, 3, 3), groups=0):
 
 def test_forward_matches_numpy_reference():
     config = make_config(model="vgg16_small", image_size=64)
-    model = VGG16Ranker(config.spec, 64, rngs=nnx.Rngs(0))
+    model = VGG(config.spec, 64, rngs=nnx.Rngs(0))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     x = np.random.default_rng(0).normal(size=(3, 64, 64, 3)).astype(np.float32)
     expected = _numpy_forward(params, x.astype(np.float64))
@@ -85,7 +86,7 @@ def test_forward_matches_numpy_reference():
 
 def test_cpu_model_with_group_norm_and_two_outputs_matches_numpy():
     config = make_config(model="vgg_cpu", block_widths=(8, 16, 16, 32, 32))
-    model = VGG16Ranker(config.spec, 64, rngs=nnx.Rngs(0), outputs=2)
+    model = VGG(config.spec, 64, rngs=nnx.Rngs(0), outputs=2)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     assert [name for name in params if name.startswith("conv")] == [
         "conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2"]
@@ -100,7 +101,7 @@ def test_cpu_model_with_group_norm_and_two_outputs_matches_numpy():
 
 
 def test_dropout_only_with_a_key():
-    model = VGG16Ranker(ModelSpec(block_widths=(4, 4, 8, 8, 8), fc_width=32), 32, rngs=nnx.Rngs(0))
+    model = VGG(ModelSpec(block_widths=(4, 4, 8, 8, 8), fc_width=32), 32, rngs=nnx.Rngs(0))
     x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 32, 32, 3)), jnp.float32)
     assert model.features(x).shape == (4, 32)
     np.testing.assert_array_equal(model(x), model(x))
@@ -109,12 +110,12 @@ def test_dropout_only_with_a_key():
     assert not np.allclose(a, b)
     assert float(np.mean(np.asarray(a) == 0)) > float(np.mean(np.asarray(model.features(x)) == 0))
     # With dropout rate 0 the key changes nothing: randomness enters only through dropout.
-    no_dropout = VGG16Ranker(ModelSpec(block_widths=(4, 4, 8, 8, 8), fc_width=32, dropout=0.0), 32, rngs=nnx.Rngs(0))
+    no_dropout = VGG(ModelSpec(block_widths=(4, 4, 8, 8, 8), fc_width=32, dropout=0.0), 32, rngs=nnx.Rngs(0))
     np.testing.assert_allclose(no_dropout.features(x, dropout_key=jax.random.key(0)), no_dropout.features(x), rtol=1e-6)
 
 
 def test_a_zero_head_starts_every_score_equal():
     config = make_config(model="vgg16_small", attr="brightness,size", zero_head=True)
-    params = init_params(config)
+    params = random_params(config)
     assert params["head"]["kernel"].shape == (256, 2) and not np.any(np.asarray(params["head"]["kernel"]))
     assert np.any(np.asarray(params["fc7"]["kernel"]))  # the rest is initialised as usual

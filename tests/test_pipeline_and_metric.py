@@ -3,10 +3,10 @@
 
 import numpy as np
 
-from relrank.data import LabelledPairs, Pairs
-from relrank.input_pipeline import BatchPlans, InputFault, prefetch, steps_per_epoch, table_batches
-from relrank.metrics import pair_accuracy
-from relrank.network import apply_in_batches
+from relrank.data.batches import BatchPlans, InputFault, prefetch, steps_per_epoch, table_batches
+from relrank.data.pairs import LabelledPairs, Pairs
+from relrank.evaluation.accuracy import pair_accuracy
+from relrank.model.network import apply_in_batches
 
 
 def test_every_pair_once_per_epoch_with_padding():

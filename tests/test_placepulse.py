@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from relrank.data import load_dataset
+from relrank.data.datasets import load_dataset
 from relrank.errors import UserError
 
 DUMMY = os.path.join(REPO, "datasets", "placepulse", "dummy_data")
@@ -83,6 +83,6 @@ def test_trains_on_place_pulse(tmp_path):
                      f"--workdir={tmp_path / 'run'}", "--attr=all", "--model=vgg16_small", "--image_size=32",
                      "--epochs=1", "--batch_pairs=16")
     # One epoch of 22 steps at the paper's fine-tuning rates from random init, on 27 dummy images, learns nothing,
-    # and the run may say so (exit status 3, relrank/learning.py): the mechanics are what is tested here.
+    # and the run may say so (exit status 3, relrank/train/monitor.py): the mechanics are what is tested here.
     assert result.returncode in (0, 3), result.stderr[-3000:]
     assert "placepulse/3 attributes: mean test accuracy" in result.stdout

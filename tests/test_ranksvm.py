@@ -8,8 +8,8 @@ import pytest
 import scipy.optimize
 
 from conftest import run_cli
-from relrank.data import Pairs
-from relrank.ranksvm import fit_ranksvm, objective, pair_differences
+from relrank.data.pairs import Pairs
+from relrank.use.ranksvm import fit_ranksvm, objective, pair_differences
 
 PUBFIG = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "pubfig"))
 

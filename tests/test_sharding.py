@@ -9,17 +9,18 @@ import textwrap
 SCRIPT = textwrap.dedent("""
     import dataclasses, json
     import jax, numpy as np
-    from relrank import sharding
-    from relrank.config import ModelSpec, make_config
-    from relrank.input_pipeline import pairs_batch
-    from relrank.network import init_params
-    from relrank.train_step import init_state, jit_train_step, make_task
+    from relrank.parallel import sharding
+    from relrank.config import ModelSpec
+    from relrank.configs import make_config
+    from relrank.data.batches import pairs_batch
+    from relrank.model.network import random_params
+    from relrank.train.step import init_state, jit_train_step, make_task
 
     assert jax.device_count() == 2, jax.devices()
     config = dataclasses.replace(make_config(model="vgg16_small", image_size=32, batch_pairs=8, recipe="paper"),
                                  spec=ModelSpec(block_widths=(4, 4, 8, 8, 8), fc_width=32))
     task = make_task(config)
-    params = jax.tree_util.tree_map(np.asarray, init_params(config))  # host copy: the step donates its input
+    params = jax.tree_util.tree_map(np.asarray, random_params(config))  # host copy: the step donates its input
     rng = np.random.default_rng(0)
     batches = [pairs_batch(rng.integers(0, 256, (8, 2, 32, 32, 3), dtype=np.uint8),
                            rng.choice([0.0, 0.5, 1.0], (8, 1)).astype(np.float32), np.ones((8, 1), np.float32))

@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from relrank.data import LabelledPairs, load_dataset
-from relrank.input_pipeline import BatchPlans, fill
-from relrank.streaming import streaming_batches
+from relrank.data.batches import BatchPlans, fill
+from relrank.data.datasets import load_dataset
+from relrank.data.pairs import LabelledPairs
+from relrank.data.streaming import streaming_batches
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +57,9 @@ def test_pair_index_is_stored_as_arrays_not_json_lists(data_dir):
 
 
 def test_auto_streams_only_when_the_image_tables_exceed_the_memory_budget(data_dir, monkeypatch, capsys):
-    from relrank import streaming
-    from relrank.config import make_config
-    from relrank.trainer import _keep_in_memory
+    from relrank.data import streaming
+    from relrank.configs import make_config
+    from relrank.train.loop import _keep_in_memory
 
     data = load_dataset("synthetic", data_dir=data_dir)
     train, test = data.pairs_of("train", ("size",)), dict(test=data.pairs_of("test", ("size",)))

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from relrank.data import load_dataset
+from relrank.data.datasets import load_dataset
 
 
 def latents(data, pairs, attr):

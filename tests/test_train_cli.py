@@ -1,24 +1,26 @@
 """train.py / evaluate.py end to end: logs, curves, checkpoints, resume, loading, and errors."""
 
-import argparse
 import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import relrank
-from relrank.checkpoint import Checkpoints
-from relrank.cli import evaluate_main, evaluate_parser, train_main, train_parser, use_parser, weights_parser
-from relrank.config import DATASETS, make_config
-from relrank.configs import RECIPES
-from relrank.data import load_dataset
+from relrank.cli import COMMANDS, convert, embed, evaluate, evaluate_main, saliency, score, train_main
+from relrank.cli import train as train_command
+from relrank.configs import make_config
+from relrank.configs.recipes import RECIPES
+from relrank.data.datasets import load_dataset
+from relrank.data.registry import DATASETS
 from relrank.errors import UserError
-from relrank.runs import evaluate_run
-from relrank.trainer import train
+from relrank.run.checkpoints import Checkpoints
+from relrank.train.loop import train
+from relrank.use.results import evaluate_run
 
 from conftest import run_cli
 
@@ -29,27 +31,25 @@ def read_jsonl(path):
 
 
 def documented_flags(parser):
-    """(flag, help) of every option of `parser` and of its sub-commands."""
+    """(flag, help) of every option of `parser`."""
     for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                yield from documented_flags(sub)
-        elif action.option_strings and action.dest != "help":
+        if action.option_strings and action.dest != "help":
             yield action.option_strings[0], action.help
 
 
-@pytest.mark.parametrize("command,parser", [
-    (["train.py"], train_parser), (["evaluate.py"], evaluate_parser),
-    (["relrank/__main__.py", "score"], use_parser), (["relrank/__main__.py", "saliency"], use_parser),
-    (["relrank/__main__.py", "embed"], use_parser), (["relrank/weights.py", "convert"], weights_parser),
+@pytest.mark.parametrize("command,module", [
+    (["train.py"], train_command), (["evaluate.py"], evaluate),
+    (["relrank/__main__.py", "score"], score), (["relrank/__main__.py", "saliency"], saliency),
+    (["relrank/__main__.py", "embed"], embed), (["relrank/__main__.py", "convert"], convert),
 ], ids=["train", "evaluate", "score", "saliency", "embed", "convert"])
-def test_help_explains_every_flag(command, parser):
+def test_help_explains_every_flag_and_names_its_command(command, module):
     result = run_cli(*command, "--help")
     assert result.returncode == 0, result.stderr
-    flags = dict(documented_flags(parser()))
+    name = command[0] if len(command) == 1 else f"python -m relrank {command[1]}"
+    assert result.stdout.startswith(f"usage: {name} "), result.stdout[:80]
+    flags = dict(documented_flags(module.parser()))
     assert all(flags.values()), [flag for flag, text in flags.items() if not text]
-    subcommand = parser()._subparsers._group_actions[0].choices[command[1]] if len(command) > 1 else parser()
-    for flag, _ in documented_flags(subcommand):
+    for flag in flags:
         assert flag in result.stdout, flag
     if command == ["train.py"]:  # the recipes, and each dataset's recipe and paper epochs
         for name, spec in DATASETS.items():
@@ -58,8 +58,58 @@ def test_help_explains_every_flag(command, parser):
         assert "epochs=40" in result.stdout  # LFW-10
         for name in RECIPES:
             assert any(line.split()[:1] == [name] for line in result.stdout.splitlines()), name
-    if command[0] == "relrank/weights.py":
+    if command[-1] == "convert":
         assert "Lasagne" in result.stdout and "torchvision" in result.stdout
+
+
+def test_the_relrank_command_names_each_subcommand_in_its_help():
+    """`relrank --help` lists the commands; `relrank NAME --help` says `usage: relrank NAME`; an unknown command
+    is one line naming the commands."""
+    relrank = os.path.join(os.path.dirname(sys.executable), "relrank")
+    listing = subprocess.run([relrank, "--help"], capture_output=True, text=True)
+    assert listing.returncode == 0 and all(f"  {name} " in listing.stdout for name in COMMANDS), listing.stdout
+    for name in COMMANDS:
+        result = subprocess.run([relrank, name, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and result.stdout.startswith(f"usage: relrank {name} "), result.stdout[:80]
+    wrong = subprocess.run([relrank, "trian"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines() == [
+        f"error: relrank: unknown command 'trian'; commands: {', '.join(COMMANDS)}"]
+
+
+def read_events(workdir: str) -> dict[str, list[tuple[int, float]]]:
+    """TensorBoard scalars {tag: [(step, value)]} read from the run's event files (TFRecord framing: length,
+    its CRC, the Event protobuf, its CRC), with tensorboardX's protobuf classes only."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars = {}
+    for name in sorted(os.listdir(workdir)):
+        if not name.startswith("events.out.tfevents."):
+            continue
+        data = open(os.path.join(workdir, name), "rb").read()
+        offset = 0
+        while offset < len(data):
+            length = int.from_bytes(data[offset:offset + 8], "little")
+            event = Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_run_writes_tensorboard_events_that_match_its_metrics(trained_run, joint_runs):
+    """`tensorboard --logdir runs/` finds each run: its loss and accuracies, per attribute for a joint run,
+    at the steps and with the values of metrics.jsonl."""
+    workdir, _ = trained_run
+    rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    events = read_events(workdir)
+    assert events["train/loss"] == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in rows if "loss" in r]
+    assert events["test/accuracy"] == [(r["step"], pytest.approx(r["test_accuracy"], rel=1e-6))
+                                       for r in rows if "test_accuracy" in r]
+    joint = os.path.join(joint_runs[0], "seed_0")
+    last = [r for r in read_jsonl(os.path.join(joint, "metrics.jsonl")) if "val_accuracy_per_attr" in r][-1]
+    events = read_events(joint)
+    for attr, value in last["val_accuracy_per_attr"].items():
+        assert events[f"val/accuracy/{attr}"][-1] == (last["step"], pytest.approx(value, rel=1e-6))
 
 
 def test_run_writes_logs_curves_and_checkpoints(trained_run):

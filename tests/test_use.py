@@ -9,9 +9,9 @@ from PIL import Image
 
 from conftest import REPO, run_cli
 import relrank
-from relrank.data import load_dataset
-from relrank.figures import SHEET_CAPTION, SHEET_TITLE
-from relrank.images import to_uint8_rgb
+from relrank.data.datasets import load_dataset
+from relrank.data.images import to_uint8_rgb
+from relrank.use.figures import SHEET_CAPTION, SHEET_TITLE
 
 
 def figure_is_drawn(path, size):
@@ -60,8 +60,8 @@ def test_score_cli_writes_ranking_and_sheet_and_skips_bad_files(trained_run, tmp
 
 
 def test_saliency_maps_and_figure(trained_run, tmp_path):
-    from relrank.saliency import pair_saliency
-    from relrank.network import scores
+    from relrank.use.saliency import pair_saliency
+    from relrank.model.network import scores
 
     workdir, _ = trained_run
     ranker = relrank.load(workdir)

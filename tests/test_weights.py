@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from flax import nnx
 from safetensors.numpy import save_file
 
-from relrank.config import make_config
+from relrank.configs import make_config
 from relrank.errors import UserError
-from relrank.preprocess import normalize
-from relrank.network import abstract_params, init_params, make_network
-from relrank.weights import CAFFE_MEAN_BGR, load_pretrained, merge_backbone
+from relrank.model.network import model_graph, param_shapes, random_params
+from relrank.model.preprocess import normalize
+from relrank.model.weights import CAFFE_MEAN_BGR, load_pretrained, merge_backbone
 
 VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -88,7 +88,7 @@ def ours(path, images):
     """fc7 features of our model with the ported weights, on uint8 RGB images, preprocessed as the file says."""
     config = make_config(model="vgg16")
     pretrained = load_pretrained(path)
-    params = merge_backbone(abstract_params(config), pretrained, "vgg16")  # checks every shape
+    params = merge_backbone(param_shapes(config), pretrained, "vgg16")  # checks every shape
     params["head"] = {"kernel": np.zeros((4096, 1), np.float32), "bias": np.zeros(1, np.float32)}  # unused here
     fc7 = vgg16_fc7(pretrained.preprocessing)(params, jnp.asarray(images))
     return np.asarray(fc7, np.float64), pretrained
@@ -97,7 +97,7 @@ def ours(path, images):
 @functools.lru_cache
 def vgg16_fc7(preprocessing):
     """fc7 of VGG-16 as a function of the parameters, compiled once per preprocessing for all the layouts."""
-    graphdef = make_network(make_config(model="vgg16")).graphdef
+    graphdef = model_graph(make_config(model="vgg16")).graphdef
     return jax.jit(lambda params, x: nnx.merge(graphdef, params).features(normalize(x, preprocessing)))
 
 
@@ -159,7 +159,7 @@ def test_lasagne_port_matches_caffe_semantics(reference):
 def test_converter_round_trip(reference, tmp_path):
     """A Caffe pickle converted to .safetensors loads back identical, BGR preprocessing included."""
     out = str(tmp_path / "converted.safetensors")
-    result = subprocess.run([sys.executable, "-m", "relrank.weights", "convert", reference["files"]["pkl"], out],
+    result = subprocess.run([sys.executable, "-m", "relrank", "convert", reference["files"]["pkl"], out],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     original, converted = load_pretrained(reference["files"]["pkl"]), load_pretrained(out)
@@ -187,7 +187,7 @@ def test_mismatches_name_file_layer_and_shapes(reference, tmp_path):
     small = make_config(model="vgg16_small")
     with pytest.raises(UserError, match=r"vgg16.safetensors: layer conv1_1 kernel has shape \(3, 3, 3, 64\) in the file "
                                         r"but \(3, 3, 3, 8\) in the model"):
-        merge_backbone(init_params(small), load_pretrained(reference["files"]["safetensors"]), "vgg16_small")
+        merge_backbone(random_params(small), load_pretrained(reference["files"]["safetensors"]), "vgg16_small")
     other = tmp_path / "resnet.bin"
     other.write_bytes(b"\0" * 16)
     with pytest.raises(UserError, match="unknown kind of weights file; supported files: torchvision"):
@@ -202,10 +202,10 @@ def test_training_from_weights_keeps_their_preprocessing(data_dir, tmp_path):
     """train.py --weights: the backbone starts from the file, and checkpoints carry the file's preprocessing."""
     import relrank
     from conftest import run_cli
-    from relrank.weights import BACKBONE_LAYERS, CAFFE_PREPROCESSING
+    from relrank.model.weights import BACKBONE_LAYERS, CAFFE_PREPROCESSING
 
     config = make_config(model="vgg16_small")
-    params = init_params(config)
+    params = random_params(config)
     tensors = {f"{layer}.{kind}": np.asarray(params[layer][kind]) + 0.01 for layer in BACKBONE_LAYERS for kind in ("kernel", "bias")}
     path = str(tmp_path / "small.safetensors")
     import json
@@ -222,8 +222,8 @@ def test_training_from_weights_keeps_their_preprocessing(data_dir, tmp_path):
 
 def test_the_porter_needs_numpy_only():
     """Converting weights imports neither JAX nor the training code."""
-    code = ("import sys, relrank.weights; "
-            "print(sorted(m for m in ('jax', 'flax', 'optax', 'orbax', 'relrank.train_step', 'relrank.network') "
+    code = ("import sys, relrank.model.weights; "
+            "print(sorted(m for m in ('jax', 'flax', 'optax', 'orbax', 'relrank.train.step', 'relrank.model.network') "
             "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from relrank_datasets import pair_index, sources
+from relrank_datasets import image_files, pair_index, sources
 
 ATTRIBUTES = (
     "baldhead", "darkhair", "eyesopen", "goodlooking", "masculinelooking",
@@ -31,7 +31,7 @@ def read_pairs(path: str, instructions: str) -> tuple[list[str], list[str], np.n
     return first, second, target
 
 
-class Builder(pair_index.ImageFilesBuilder):
+class Builder(image_files.ImageFilesBuilder):
     """LFW-10: 2,000 face images, 500 training and 500 test pairs per attribute."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -54,7 +54,7 @@ class Builder(pair_index.ImageFilesBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        root = os.path.join(pair_index.manual_dir(self, dl_manager), "LFW10")
+        root = os.path.join(image_files.manual_dir(self, dl_manager), "LFW10")
         instructions = self.MANUAL_DOWNLOAD_INSTRUCTIONS
         annotations = {
             (split, attr): read_pairs(os.path.join(root, "annotations", f"{attr}{split}.mat"), instructions)

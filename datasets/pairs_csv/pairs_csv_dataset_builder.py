@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
+import re
+import shutil
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from relrank_datasets import pair_index, sources
+from relrank_datasets import image_files, pair_index, sources
 
 LABELS = {"more": 1.0, "1": 1.0, "1.0": 1.0, "less": 0.0, "0": 0.0, "0.0": 0.0, "equal": 0.5, "0.5": 0.5}
 REQUIRED_COLUMNS = ("image_a", "image_b", "attribute", "label")
@@ -146,7 +150,26 @@ def split_by_image(names: list[str]) -> set[str]:
     return {names[i] for i in order[: max(1, round(TEST_FRACTION * len(names)))]}
 
 
-class Builder(pair_index.ImageFilesBuilder):
+def builder_config(manual_dir: str, data_dir: str, sources: str, unique_pairs: bool):
+    """A builder config per annotation folder *and content*: editing pairs.csv or images/ prepares anew.
+
+    Copies prepared from an earlier content of the same folder are named and removed.
+    """
+    path = os.path.abspath(manual_dir)
+    slug = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(path).lower()).strip("_") or "pairs"
+    folder_id = f"{slug}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+    name = f"{folder_id}_{sources[:10]}" + ("_unique" if unique_pairs else "")
+    prepared_root = os.path.join(data_dir, "pairs_csv")
+    stale = sorted(d for d in (os.listdir(prepared_root) if os.path.isdir(prepared_root) else [])
+                   if (d == folder_id or d.startswith(folder_id + "_")) and d != name)
+    if stale and not os.path.isdir(os.path.join(prepared_root, name)):
+        print(f"{path}: pairs.csv or images/ changed since it was prepared; preparing it again", file=sys.stderr)
+    for old in stale:
+        shutil.rmtree(os.path.join(prepared_root, old), ignore_errors=True)
+    return tfds.core.BuilderConfig(name=name)
+
+
+class Builder(image_files.ImageFilesBuilder):
     """Pairs from a CSV (image_a, image_b, attribute, label[, split]) over a folder of images."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -174,7 +197,7 @@ class Builder(pair_index.ImageFilesBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        root = pair_index.manual_dir(self, dl_manager)
+        root = image_files.manual_dir(self, dl_manager)
         instructions = self.MANUAL_DOWNLOAD_INSTRUCTIONS
         images_root = sources.require(os.path.join(root, "images"), instructions)
         known, refused = image_names(images_root)

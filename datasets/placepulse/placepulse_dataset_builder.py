@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
-from relrank_datasets import pair_index, sources
+from relrank_datasets import image_files, pair_index, sources
 
 CATEGORIES = ("safety", "lively", "beautiful", "wealthy", "depressing", "boring")
 WINNERS = {"left": 1.0, "right": 0.0, "equal": 0.5}
@@ -71,7 +71,7 @@ def read_votes(path: str) -> tuple[list[str], list[str], np.ndarray, np.ndarray]
     return left, right, np.asarray(target, np.float32), np.asarray(category, np.int64)
 
 
-def image_files(images_dir: str) -> dict[str, str]:
+def files_by_id(images_dir: str) -> dict[str, str]:
     """Image id -> file: the file's stem, and each '_'-separated field of it (the release's long names)."""
     files = {}
     for folder, _, names in os.walk(images_dir):
@@ -99,7 +99,7 @@ def report(what: str, items: list[str]) -> None:
     print(f"placepulse: {len(items)} {what}, skipped with their votes: {shown}", file=sys.stderr)
 
 
-class Builder(pair_index.ImageFilesBuilder):
+class Builder(image_files.ImageFilesBuilder):
     """Place Pulse 2.0 votes over street-view images, pairs per category."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -118,10 +118,10 @@ class Builder(pair_index.ImageFilesBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        root = pair_index.manual_dir(self, dl_manager)
+        root = image_files.manual_dir(self, dl_manager)
         instructions = self.MANUAL_DOWNLOAD_INSTRUCTIONS
         left, right, target, category = read_votes(sources.require(os.path.join(root, "votes.csv"), instructions))
-        files = image_files(sources.require(os.path.join(root, "images"), instructions))
+        files = files_by_id(sources.require(os.path.join(root, "images"), instructions))
         ids = sorted(set(left) | set(right))
         missing = [i for i in ids if i not in files]
         unreadable = [i for i in ids if i in files and not readable(files[i])]

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from relrank_datasets import pair_index, sources
+from relrank_datasets import image_files, pair_index, sources
 
 ATTRIBUTES = ("open", "pointy", "sporty", "comfort")
 NUM_SPLITS = 10
@@ -43,7 +43,7 @@ def image_file(images_root: str, relative: str) -> str | None:
     return None
 
 
-class Builder(pair_index.ImageFilesBuilder):
+class Builder(image_files.ImageFilesBuilder):
     """UT-Zap50K shoe images with open/pointy/sporty/comfort comparisons."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -66,7 +66,7 @@ class Builder(pair_index.ImageFilesBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        root = pair_index.manual_dir(self, dl_manager)
+        root = image_files.manual_dir(self, dl_manager)
         instructions = self.MANUAL_DOWNLOAD_INSTRUCTIONS
         data_dir = os.path.join(root, "ut-zap50k-data")
         def load(name: str, *variables: str) -> dict:

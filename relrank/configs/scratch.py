@@ -2,8 +2,8 @@
 (8 convolutions with GroupNorm) at 64 px; random resized crops (35-100% of a 72 px image), flips
 and colour jitter; AdamW with a short warmup and cosine decay.
 
-The rest follows the training pairs' structure (`relrank.data.PairStructure`), so that one
-`--config=scratch` serves every dataset:
+The rest follows the training pairs' structure (`relrank.data.pairs.PairStructure`), so that one
+`--recipe=scratch` serves every dataset:
   all pairs (every image compared with every other: OSR, PubFig): steps of 32 random images with
     all their annotated pairs (up to 496 pairs for one forward pass of 32 images), dropout 0.5,
     ~4,500 steps; tuned on PubFig with --val_fraction=0.2.

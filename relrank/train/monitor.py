@@ -33,13 +33,13 @@ FRESH = "start afresh in another --workdir"
 ADVICE = {  # kind -> (what happened, its usual causes and what to try)
     "collapsed": ("the network collapsed", "usual causes: a peak learning rate too high for few pairs per step (the "
                   "units after the convolutions stop firing for good, and then every image scores the same), heavy "
-                  "dropout, many 'about the same' pairs pulling scores together. Try --config=scratch (its settings "
+                  "dropout, many 'about the same' pairs pulling scores together. Try --recipe=scratch (its settings "
                   "follow how densely the pairs cover the images), lower --backbone_lr and --head_lr or --dropout, "
                   f"or --weights=FILE (ImageNet weights); {FRESH}"),
     "stuck": ("the network is stuck", f"usual cause: a learning rate far too high. Try lower --backbone_lr and "
-              f"--head_lr, or --config=scratch; {FRESH}"),
+              f"--head_lr, or --recipe=scratch; {FRESH}"),
     "at_chance": ("the network is not learning", "usual causes: a learning rate too low, or too few steps, to learn "
-                  "from random init; labels that do not follow the images. Try --config=scratch, more --epochs, or "
+                  "from random init; labels that do not follow the images. Try --recipe=scratch, more --epochs, or "
                   "--weights=FILE (ImageNet weights)"),
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from relrank.data import Pairs
+from relrank.data.pairs import Pairs
 
 
 def pair_accuracy(scores: np.ndarray, pairs: Pairs) -> float:

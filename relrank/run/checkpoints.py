@@ -9,8 +9,10 @@ bit-flipped file without complaint, relrank does not.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -92,19 +94,9 @@ class Checkpoints:
                                            "training run on this workdir sets the step aside (or move it away)")
             print(f"checkpoint step {step}: its metrics file is damaged; moved the step to "
                   f"{_move_aside(workdir, step)}", file=sys.stderr)
-        policy = ocp.checkpoint_managers
-        options = ocp.CheckpointManagerOptions(
-            best_fn=_best_metric,
-            best_mode="max",
-            read_only=read_only,
-            preservation_policy=policy.AnyPreservationPolicy(
-                [
-                    policy.LatestN(n=keep),
-                    policy.BestN(get_metric_fn=_best_metric, n=1, keep_checkpoints_without_metrics=False),
-                ]
-            ),
-        )
-        self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+        with _orbax_quiet():
+            self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=_options(keep, read_only))
+
 
     @property
     def directory(self) -> str:
@@ -141,21 +133,22 @@ class Checkpoints:
 
     def restore_config(self, step: int) -> Config:
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+            with _orbax_quiet():
+                restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
             return Config.from_json(restored["config"])
         except Exception as error:  # a missing or damaged file fails in many ways (FileNotFoundError, JSON, ...)
             raise UnreadableCheckpoint(self.directory, step, f"its config cannot be read ({_why(error)})") from None
 
-    def restore_params(self, step: int, abstract_params):
-        """The parameters saved at `step`, with the shapes and shardings of `abstract_params`."""
-        return self._restore(step, params=abstract_params)["params"]
+    def restore_params(self, step: int, param_shapes):
+        """The parameters saved at `step`, with the shapes and shardings of `param_shapes`."""
+        return self._restore(step, params=param_shapes)["params"]
 
     def restore_state(self, step: int, abstract_state):
         """The full TrainState saved at `step`, with the shapes and shardings of `abstract_state`."""
         restored = self._restore(step, params=abstract_state.params, train=_train_items(abstract_state))
         return abstract_state.replace(params=restored["params"], **restored["train"])
 
-    def _check_shapes(self, step: int, abstract_params) -> None:
+    def _check_shapes(self, step: int, param_shapes) -> None:
         """A one-line 'does not fit' error when the saved parameters have other shapes than the model's."""
         reader = ocp.StandardCheckpointer()
         try:
@@ -165,7 +158,7 @@ class Checkpoints:
             return
         finally:
             reader.close()
-        for path, leaf in _leaves_with_path(abstract_params):
+        for path, leaf in _leaves_with_path(param_shapes):
             key, shape = _key(path), tuple(leaf.shape)
             if saved_shapes.get(key, shape) != shape:
                 raise UserError(f"checkpoint step {step} in {self.directory} does not fit the model: {key} has shape "
@@ -178,9 +171,10 @@ class Checkpoints:
             args["checksums"] = ocp.args.JsonRestore()
         for name in abstract_items:
             self._check_files(step, name)
-        self._check_shapes(step, abstract_items["params"])
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+            with _orbax_quiet():
+                self._check_shapes(step, abstract_items["params"])
+                restored = self.manager.restore(step, args=ocp.args.Composite(**args))
         except Exception as error:  # e.g. an item's folder is gone
             raise UnreadableCheckpoint(self.directory, step, _why(error)) from None
         if has_checksums:
@@ -285,6 +279,35 @@ def _leaves_with_path(tree):
 
 def _key(path) -> str:
     return ".".join(str(getattr(p, "key", getattr(p, "idx", getattr(p, "name", p)))) for p in path)
+
+
+def _options(keep: int, read_only: bool) -> ocp.CheckpointManagerOptions:
+    """Keep the `keep` newest steps and the best one (by validation, else test accuracy)."""
+    policy = ocp.checkpoint_managers
+    return ocp.CheckpointManagerOptions(
+        best_fn=_best_metric,
+        best_mode="max",
+        read_only=read_only,
+        preservation_policy=policy.AnyPreservationPolicy(
+            [
+                policy.LatestN(n=keep),
+                policy.BestN(get_metric_fn=_best_metric, n=1, keep_checkpoints_without_metrics=False),
+            ]
+        ),
+    )
+
+
+@contextlib.contextmanager
+def _orbax_quiet():
+    """Orbax's absl WARNINGs (a read-only manager's settings, older checkpoints' missing metadata) held back:
+    they say nothing a user can act on, and came with every load."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def abstract(tree, sharding=None):

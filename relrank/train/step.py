@@ -1,7 +1,7 @@
 """The pure, jit-compiled pairwise train step.
 
 State and batches are plain pytrees. A batch holds N images and P pairs among them, annotated
-for A attributes (see input_pipeline.py): images [N, L, L, 3] uint8, a and b [P] (rows of
+for A attributes (see relrank/data/batches.py): images [N, L, L, 3] uint8, a and b [P] (rows of
 images), target [P, A] in {0, .5, 1}, weight [P, A] (0 marks padding and attributes a pair is
 not annotated for). Each image is scored once, whatever number of pairs it is in.
 """
@@ -16,12 +16,12 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from relrank import augment
 from relrank.config import Config
-from relrank.losses import l2_penalty, ranknet_loss
-from relrank.network import Network, make_network, scores
-from relrank.optim import loss_weight_decay, make_optimizer
-from relrank.sharding import replicated, train_batch_sharding
+from relrank.model.losses import l2_penalty, ranknet_loss
+from relrank.model.network import ModelGraph, model_graph, scores
+from relrank.parallel.sharding import replicated, train_batch_sharding
+from relrank.train import augment
+from relrank.train.optim import loss_weight_decay, make_optimizer
 
 
 @struct.dataclass
@@ -36,14 +36,14 @@ class TrainState:
 class Task:
     """What the step closes over: the network, the optimizer and the config."""
 
-    network: Network
+    network: ModelGraph
     tx: optax.GradientTransformation
     config: Config
 
 
 def make_task(config: Config, total_steps: int | None = None) -> Task:
     """The network and optimizer of `config`; schedules other than constant need the run's `total_steps`."""
-    return Task(make_network(config), make_optimizer(config, total_steps), config)
+    return Task(model_graph(config), make_optimizer(config, total_steps), config)
 
 
 def init_state(task: Task, params: dict) -> TrainState:

@@ -1,4 +1,4 @@
-"""Every figure relrank draws: training curves, ranked-image sheets (paper fig. 6), saliency (fig. 7), embeddings (fig. 5)."""
+"""The figures of trained rankers: ranked-image sheets (paper fig. 6), saliency (fig. 7), embeddings (fig. 5)."""
 
 from __future__ import annotations
 
@@ -8,37 +8,10 @@ import numpy as np
 from matplotlib.figure import Figure  # figures drawn without pyplot: no global backend is switched
 from PIL import Image, ImageDraw
 
-from relrank.images import to_uint8_rgb
-from relrank.workdir import read_jsonl
+from relrank.data.images import to_uint8_rgb
 
 SHEET_TITLE = 20  # pixels above the ranked sheet's thumbnails, for its title
 SHEET_CAPTION = 26  # pixels under each thumbnail, for its file name and score
-
-
-def plot_curves(metrics_path: str, out_png: str, title: str = "") -> str:
-    """Training loss and pair accuracy (test, and validation if held out; the mean over attributes)
-    against step, side by side; returns `out_png`."""
-    rows = read_jsonl(metrics_path)
-    train = [r for r in rows if "loss" in r]
-    fig = Figure(figsize=(10, 4))
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue")
-    ax_loss.set(xlabel="step", ylabel="training loss (RankNet + L2)", title="loss")
-    for name, color in (("test", "tab:green"), ("val", "tab:orange")):
-        evals = [r for r in rows if f"{name}_accuracy" in r]
-        if evals:
-            ax_acc.plot([r["step"] for r in evals], [r[f"{name}_accuracy"] for r in evals], "o-", color=color,
-                        label=name)
-    ax_acc.set(xlabel="step", ylabel="correctly ordered pairs (%)", title="accuracy")
-    if ax_acc.lines:
-        ax_acc.legend()
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    return out_png
 
 
 def distinct_digits(values: np.ndarray, most: int = 8) -> int:

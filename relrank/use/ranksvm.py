@@ -25,10 +25,11 @@ import time
 import numpy as np
 
 from relrank.config import Config, dumps
-from relrank.data import Pairs, RankingData, index_images, load_dataset_for
+from relrank.data.datasets import RankingData, load_dataset_for
+from relrank.data.pairs import Pairs, index_images
 from relrank.errors import UserError
-from relrank.metrics import accuracy_per_attribute
-from relrank.workdir import check_usable, exclusive, write_atomic
+from relrank.evaluation.evaluator import evaluate
+from relrank.run.workdir import check_usable, exclusive, write_atomic
 
 RESULT_FILE = "ranksvm.npz"
 
@@ -77,10 +78,9 @@ def image_features(config: Config, data: RankingData, ids: np.ndarray) -> np.nda
         if "feat" not in data.source[int(ids[0])]:
             raise UserError(f"dataset {data.name!r} ships no features; use --ranksvm_features=fc7 with --weights")
         return np.stack([np.asarray(data.source[int(i)]["feat"], np.float64) for i in ids])
-    from relrank.network import initial_params
-    from relrank.ranker import Ranker
+    from relrank.use.ranker import Ranker  # JAX: only for fc7 features
 
-    backbone = Ranker(config, initial_params(config), step=0)  # the pretrained backbone, not fine-tuned
+    backbone = Ranker.untrained(config)  # the pretrained backbone, not fine-tuned
     return backbone.features(data.load_images(ids, config.image_size)).astype(np.float64)
 
 
@@ -120,10 +120,10 @@ def train_ranksvm(config: Config, workdir: str, data: RankingData | None = None)
                                  **{("test", a): p for a, p in test_pairs.items()}})
     features = image_features(config, data, ids)
     w = np.stack([fit_ranksvm(features, indexed["train", a], c=config.ranksvm_c) for a in config.attrs], axis=1)
-    accuracies = accuracy_per_attribute(features @ w, {a: indexed["test", a] for a in config.attrs})
+    test = evaluate(lambda rows: features[rows] @ w, np.arange(len(ids)), {a: indexed["test", a] for a in config.attrs})
     summary = dict(dataset=config.dataset, attr=config.attr, workdir=workdir, method="ranksvm",
-                   features=config.ranksvm_features, test_accuracy=float(np.mean(list(accuracies.values()))),
-                   test_accuracy_per_attr=accuracies, wall_seconds=round(time.perf_counter() - started, 1))
+                   features=config.ranksvm_features, test_accuracy=test.mean,
+                   test_accuracy_per_attr=test.accuracy, wall_seconds=round(time.perf_counter() - started, 1))
     with exclusive(workdir):
         result = os.path.join(workdir, RESULT_FILE)
         np.savez(result + ".tmp.npz", w=w, image_indices=ids, features=features, config=json.dumps(config.to_json()))

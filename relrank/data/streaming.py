@@ -1,7 +1,7 @@
 """The streaming input pipeline, for datasets whose images do not fit in memory.
 
 grain worker processes build each step's batch: its plan (a function of seed and step,
-see input_pipeline.BatchPlans), then this process's share of its images, read from the
+see batches.BatchPlans), then this process's share of its images, read from the
 prepared array_record files and decoded there. Batches come out in step order, the same
 batches the in-memory table gives. The pipeline's position is the step: a checkpoint's
 step is all a resumed run needs to continue with the batch an uninterrupted one would see.
@@ -16,8 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
-from relrank.data import StoredImages
-from relrank.input_pipeline import BatchPlans, fill
+from relrank.data.batches import BatchPlans, fill
+from relrank.data.datasets import StoredImages
 
 MEMORY_FRACTION = 0.25  # --input_pipeline=auto keeps image tables in memory up to this share of the RAM
 MEMORY_CAP = 16 * 2**30

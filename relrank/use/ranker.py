@@ -12,13 +12,15 @@ import os
 import numpy as np
 from tqdm.auto import tqdm
 
-from relrank import checkpoint, sharding
 from relrank.config import Config
-from relrank.data import ImageRecords, StoredImages
+from relrank.data.datasets import ImageRecords, StoredImages
+from relrank.data.images import ImageDecodeError, to_uint8, to_uint8_rgb
 from relrank.errors import UserError
-from relrank.images import ImageDecodeError, to_uint8, to_uint8_rgb
-from relrank.losses import pair_probability
-from relrank.network import abstract_params, apply_in_batches, features, jit_apply, make_network, scores
+from relrank.model.losses import pair_probability
+from relrank.model.network import apply_in_batches, features, jit_apply, model_graph, param_shapes, scores
+from relrank.model.weights import starting_params
+from relrank.parallel import sharding
+from relrank.run.checkpoints import Checkpoints, UnreadableCheckpoint, abstract, open_workdir
 
 READ_ATTEMPTS = 5  # reads of a workdir whose steps are deleted while they are read (a run rotating them)
 FILES_PER_CHUNK = 256  # images decoded at a time by `score_files`
@@ -32,17 +34,24 @@ class Ranker:
     scores [N, attributes]; `jax.jit`, `jax.grad`, `jax.vmap` and `jax.export` apply to it as to any JAX function.
     """
 
-    def __init__(self, config: Config, params, step: int, batch_images: int | None = None):
+    def __init__(self, config: Config, params, step: int, batch_images: int | None = None, progress: bool = True):
         self.config = config
+        self.progress = progress  # progress bars over many images (off for library calls that want silence)
         self.step = step
         self.mesh = sharding.make_mesh()
-        self.network = make_network(config)
+        self.network = model_graph(config)
         self.params = sharding.put_replicated(params, self.mesh)
         self._apply = {output: jit_apply(self.network, self.mesh, output) for output in (scores, features)}
         batch = batch_images or config.eval_batch_images
         if batch < 1:
             raise UserError(f"batch_size must be at least 1, got {batch}")
         self.batch_images = -(-batch // self.mesh.size) * self.mesh.size
+
+    @classmethod
+    def untrained(cls, config: Config) -> "Ranker":
+        """The network before training, for its features: the starting weights (the --weights file, or the
+        seed's random init) and an untrained ranking layer."""
+        return cls(config, starting_params(config), step=0)
 
     @property
     def score_fn(self):
@@ -69,7 +78,8 @@ class Ranker:
         if not len(pixels):
             width = len(self.attrs) if output is scores else self.config.spec.fc_width
             return np.zeros((0, width), np.float32)
-        return apply_in_batches(lambda x: apply(self.params, x), pixels, self.batch_images, desc,
+        return apply_in_batches(lambda x: apply(self.params, x), pixels, self.batch_images,
+                                desc if self.progress else None,
                                 multiple=self.mesh.size)
 
     @property
@@ -128,7 +138,8 @@ class Ranker:
         stored = StoredImages(ImageRecords(data.source), np.asarray(ids), self.config.image_size, data.name)
         starts = range(0, len(stored), DATASET_CHUNK)
         chunks = [self.score_all(stored[k : k + DATASET_CHUNK])
-                  for k in tqdm(starts, desc="scoring images", unit="chunk", leave=False, disable=len(starts) < 2)]
+                  for k in tqdm(starts, desc="scoring images", unit="chunk", leave=False,
+                                disable=len(starts) < 2 or not self.progress)]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.attrs)), np.float32)
 
 
@@ -152,22 +163,23 @@ def _as_image_list(images):
                     f"(one image, a list of them, or a batch [N, H, W, C])")
 
 
-def load(workdir: str, which: str = "latest", batch_size: int | None = None) -> Ranker:
+def load(workdir: str, which: str = "latest", batch_size: int | None = None, progress: bool = True) -> Ranker:
     """The ranker saved in `workdir`: `which` is 'latest', 'best' (best test accuracy) or a step number;
-    `batch_size` images are scored at a time (default: the run's --eval_batch_images).
+    `batch_size` images are scored at a time (default: the run's --eval_batch_images); `progress=False`
+    keeps its scoring free of progress bars.
 
     A workdir that a run is writing is read as it is: a step deleted while it was being read (the run
     keeps only its newest checkpoints) is not damaged; the newest step is read again instead."""
     for attempt in range(READ_ATTEMPTS):
         try:
-            checkpoints = checkpoint.open_workdir(workdir)
+            checkpoints = open_workdir(workdir)
         except FileNotFoundError:  # a step vanished while the checkpoints were listed
             continue
         try:
             step = resolve_step(checkpoints, which)
             try:
                 config, params = _restore(checkpoints, step)
-            except (checkpoint.UnreadableCheckpoint, FileNotFoundError) as error:
+            except (UnreadableCheckpoint, FileNotFoundError) as error:
                 if not os.path.isdir(os.path.join(checkpoints.directory, str(step))) and attempt + 1 < READ_ATTEMPTS:
                     continue  # rotated away by the run that writes this workdir
                 if isinstance(error, FileNotFoundError):
@@ -178,17 +190,17 @@ def load(workdir: str, which: str = "latest", batch_size: int | None = None) -> 
                 raise UserError(f"{error}; {hint}") from None
         finally:
             checkpoints.close()
-        return Ranker(config, params, step, batch_size)
+        return Ranker(config, params, step, batch_size, progress)
     raise UserError(f"the checkpoints of {workdir} kept changing while they were read; try again")
 
 
-def _restore(checkpoints: checkpoint.Checkpoints, step: int):
+def _restore(checkpoints: Checkpoints, step: int):
     config = checkpoints.restore_config(step)
-    target = checkpoint.abstract(abstract_params(config), sharding.replicated(sharding.make_mesh()))
+    target = abstract(param_shapes(config), sharding.replicated(sharding.make_mesh()))
     return config, checkpoints.restore_params(step, target)
 
 
-def _is_readable(checkpoints: checkpoint.Checkpoints, step: int) -> bool:
+def _is_readable(checkpoints: Checkpoints, step: int) -> bool:
     try:
         _restore(checkpoints, step)
     except UserError:
@@ -196,7 +208,7 @@ def _is_readable(checkpoints: checkpoint.Checkpoints, step: int) -> bool:
     return True
 
 
-def resolve_step(checkpoints: checkpoint.Checkpoints, which: str | int) -> int:
+def resolve_step(checkpoints: Checkpoints, which: str | int) -> int:
     if which == "latest":
         return checkpoints.latest_step()
     if which == "best":

@@ -16,9 +16,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from relrank.errors import UserError
-from relrank.losses import pair_probability
-from relrank.network import scores
-from relrank.ranker import Ranker
+from relrank.model.losses import pair_probability
+from relrank.model.network import scores
+from relrank.use.ranker import Ranker
 
 
 def pair_saliency(ranker: Ranker, image_a, image_b, sigma: float = 3.0,

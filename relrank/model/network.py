@@ -1,6 +1,6 @@
 """The network as every part of relrank uses it: graph, parameters, scores and fc7 features.
 
-Training (`train_step.py`), evaluation, scoring (`ranker.py`), saliency,
+Training (`relrank/train/step.py`), evaluation, scoring (`relrank/use/ranker.py`), saliency,
 embeddings and RankSVM's fc7 features all build on these functions; the
 forward pass over many images always goes through `apply_in_batches`.
 """
@@ -17,63 +17,53 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from relrank.config import Config
-from relrank.model import build_model
-from relrank.preprocess import normalize
-from relrank.sharding import batch_sharding, replicated
+from relrank.model.preprocess import normalize
+from relrank.model.vgg import build_model
+from relrank.parallel.sharding import batch_sharding, replicated
 
 
 @dataclasses.dataclass(frozen=True)
-class Network:
-    """The model's graph (no weights) and the config it was built from."""
+class ModelGraph:
+    """The model's graph (no weights: parameters are passed to every function here) and the config it was built from."""
 
     graphdef: Any
     config: Config
 
 
-def make_network(config: Config) -> Network:
+def model_graph(config: Config) -> ModelGraph:
     """The graph of `config`'s model, built abstractly (no weights computed)."""
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(config)), nnx.Param)
-    return Network(graphdef, config)
+    return ModelGraph(graphdef, config)
 
 
-def init_params(config: Config) -> dict:
+def random_params(config: Config) -> dict:
     """Freshly initialised parameters, a nested dict {layer: {'kernel', 'bias'}}."""
     return jax.jit(lambda: nnx.to_pure_dict(nnx.state(build_model(config), nnx.Param)))()
 
 
-def abstract_params(config: Config) -> dict:
+def param_shapes(config: Config) -> dict:
     """Shapes and dtypes of the parameters of `config`, without computing them."""
     return nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: build_model(config)), nnx.Param))
 
 
-def initial_params(config: Config) -> dict:
-    """The parameters a run starts from: fresh ones, the backbone replaced by `config.weights` when given."""
-    params = init_params(config)
-    if not config.weights:
-        return params
-    from relrank.weights import load_pretrained, merge_backbone
-
-    return merge_backbone(params, load_pretrained(config.weights), f"--model={config.model} --image_size={config.image_size}")
-
-
-def _model_and_input(network: Network, params, images: jax.Array):
+def _model_and_input(network: ModelGraph, params, images: jax.Array):
     config = network.config
     return nnx.merge(network.graphdef, params), normalize(images, config.preprocessing, jnp.dtype(config.compute_dtype))
 
 
-def scores(network: Network, params, images: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+def scores(network: ModelGraph, params, images: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
     """r(image) for uint8 images [N, H, W, 3]: [N, attributes] float32 (dropout only with a key)."""
     model, x = _model_and_input(network, params, images)
     return model(x, dropout_key=dropout_key)
 
 
-def features(network: Network, params, images: jax.Array) -> jax.Array:
+def features(network: ModelGraph, params, images: jax.Array) -> jax.Array:
     """fc7 activations [N, fc_width] of uint8 images [N, H, W, 3], float32, no dropout."""
     model, x = _model_and_input(network, params, images)
     return model.features(x).astype(jnp.float32)
 
 
-def jit_apply(network: Network, mesh, output: Callable = scores) -> Callable[[Any, jax.Array], jax.Array]:
+def jit_apply(network: ModelGraph, mesh, output: Callable = scores) -> Callable[[Any, jax.Array], jax.Array]:
     """`output` (scores or features) compiled for `mesh`: images sharded over devices, params replicated."""
     return jax.jit(
         lambda params, images: output(network, params, images),
@@ -90,13 +80,14 @@ def padded_size(n: int, batch_images: int, multiple: int = 1) -> int:
 
 
 def apply_in_batches(apply: Callable[[np.ndarray], Any], images: np.ndarray, batch_images: int,
-                     desc: str = "scoring", multiple: int = 1) -> np.ndarray:
+                     desc: str | None = "scoring", multiple: int = 1) -> np.ndarray:
     """`apply` over uint8 images [N, H, W, 3] in batches of `batch_images`, the last one padded to that size; fewer
     images than one batch are padded to `padded_size` only. One result row per image. `batch_images` and the
-    padded sizes are multiples of `multiple` (the devices)."""
+    padded sizes are multiples of `multiple` (the devices). A progress bar named `desc` (None: none) shows
+    when there are several batches."""
     outputs = []
     for start in tqdm(range(0, len(images), batch_images), desc=desc, unit="batch", leave=False,
-                      disable=len(images) <= batch_images):
+                      disable=desc is None or len(images) <= batch_images):
         chunk = images[start : start + batch_images]
         size = batch_images if len(images) > batch_images else padded_size(len(chunk), batch_images, multiple)
         padded = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])

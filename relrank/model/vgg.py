@@ -41,7 +41,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
-class VGG16Ranker(nnx.Module):
+class VGG(nnx.Module):
     """VGG-style feature extractor (up to fc7) followed by a linear ranking layer with `outputs` scores.
 
     Input: float images [N, H, W, 3], already preprocessed, H = W = image_size.
@@ -96,7 +96,7 @@ class VGG16Ranker(nnx.Module):
         return self.head(self.features(x, dropout_key=dropout_key)).astype(jnp.float32)
 
 
-def build_model(config: Config) -> VGG16Ranker:
+def build_model(config: Config) -> VGG:
     """A freshly initialised model for `config`, seeded by `config.seed` (weights are ported separately)."""
-    return VGG16Ranker(config.spec, config.image_size, rngs=nnx.Rngs(config.seed), dtype=jnp.dtype(config.compute_dtype),
+    return VGG(config.spec, config.image_size, rngs=nnx.Rngs(config.seed), dtype=jnp.dtype(config.compute_dtype),
                        outputs=config.outputs)

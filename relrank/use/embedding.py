@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from relrank.network import initial_params
-from relrank.ranker import Ranker
+from relrank.use.ranker import Ranker
 
 
 def before_and_after(ranker: Ranker, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """fc7 features with the run's initial weights (its --weights file, or its seed's init) and its trained ones."""
-    initial = Ranker(ranker.config, initial_params(ranker.config), step=0)
+    initial = Ranker.untrained(ranker.config)
     return initial.features(images), ranker.features(images)
 
 

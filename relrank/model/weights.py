@@ -4,7 +4,7 @@ Supported files (detected by extension and content):
   torchvision state dict   vgg16-397923af.pth (needs torch) or the same tensors as .safetensors
   timm vgg16.tv_in1k       .safetensors; fc6/fc7 stored as 7x7 and 1x1 convolutions (pre_logits.fc1/fc2)
   Lasagne / Caffe pickle   vgg16.pkl of the original code: {'param values': [...], 'mean value': ...}
-  relrank                  .safetensors written by `python -m relrank.weights convert IN OUT`
+  relrank                  .safetensors written by `relrank convert IN OUT`
 
 Layouts: PyTorch and Lasagne convolutions are OIHW (relrank: HWIO); their fc6
 flattens pool5 as C,H,W while relrank (NHWC) flattens H,W,C, so fc6 is
@@ -19,7 +19,6 @@ import functools
 import json
 import os
 import pickle
-import sys
 
 import numpy as np
 
@@ -33,7 +32,7 @@ TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 BACKBONE_LAYERS = tuple(conv_layer_names()) + ("fc6", "fc7")
 SUPPORTED = (
     "torchvision state dict (.pth, needs torch; or .safetensors), timm vgg16.tv_in1k (.safetensors), "
-    "Lasagne/Caffe vgg16.pkl, relrank (.safetensors from `python -m relrank.weights convert`)"
+    "Lasagne/Caffe vgg16.pkl, relrank (.safetensors from `relrank convert`)"
 )
 
 
@@ -209,7 +208,7 @@ def _read_torch(path: str) -> dict:
         import torch
     except ImportError:
         raise UserError(f"{path} is a PyTorch file: install torch, or convert it once elsewhere with "
-                        f"`python -m relrank.weights convert {path} vgg16.safetensors`") from None
+                        f"`relrank convert {path} vgg16.safetensors`") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
@@ -228,7 +227,7 @@ def _from_relrank(tensors: dict, metadata: dict, path: str) -> Pretrained:
             key = f"{layer}.{kind}"
             if key not in tensors:
                 raise UserError(f"{path}: no tensor {key!r} (layer {layer}); was it written by "
-                                f"`python -m relrank.weights convert`?")
+                                f"`relrank convert`?")
             params[layer][kind] = np.asarray(tensors[key], np.float32)
     return Pretrained(params, _stored_preprocessing(metadata, path), path)
 
@@ -299,9 +298,9 @@ def _load_pretrained(path: str, version) -> Pretrained:
 
 def check_weights(config) -> None:
     """Read `config.weights` and check it fits `config`'s model: before any data work, a bad file is one line."""
-    from relrank.network import abstract_params
+    from relrank.model.network import param_shapes  # JAX: only where parameters are built (convert stays light)
 
-    merge_backbone(abstract_params(config), load_pretrained(config.weights),
+    merge_backbone(param_shapes(config), load_pretrained(config.weights),
                    f"--model={config.model} --image_size={config.image_size}", shapes_only=True)
 
 
@@ -331,7 +330,11 @@ def convert(source: str, target: str) -> None:
                                          "source": os.path.basename(source)})
 
 
-if __name__ == "__main__":
-    from relrank.cli import weights_main
+def starting_params(config) -> dict:
+    """The parameters a run starts from: fresh ones, the backbone replaced by `config.weights` when given."""
+    from relrank.model.network import random_params
 
-    sys.exit(weights_main())
+    params = random_params(config)
+    if not config.weights:
+        return params
+    return merge_backbone(params, load_pretrained(config.weights), f"--model={config.model} --image_size={config.image_size}")

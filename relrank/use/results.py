@@ -1,8 +1,7 @@
-"""Finished runs, deep or RankSVM, evaluated under the paper's protocol by one code path.
+"""Results of finished runs, deep or RankSVM: each evaluated by the one evaluator, seeds pooled, means taken.
 
 A run loads as a scorer of dataset images (`load_scorer`, which dispatches on
-the run's `config.method`); evaluation only asks it for scores, as big_vision's
-evaluators take a predict function and do not care what produced it.
+the run's `config.method`); `relrank.evaluation.evaluator` only asks it for scores.
 """
 
 from __future__ import annotations
@@ -13,43 +12,12 @@ from collections import Counter
 
 import numpy as np
 
-from relrank.config import Config
-from relrank.data import hold_out, index_images, load_dataset_for
+from relrank.data.datasets import load_dataset_for
+from relrank.data.pairs import hold_out, index_images
 from relrank.errors import UserError
-from relrank.learning import described
-from relrank.metrics import accuracy_per_attribute
-
-CONFIG_FILE = "config.json"
-SUMMARY_FILE = "summary.json"
-
-
-def is_run(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, CONFIG_FILE))
-
-
-def find_runs(workdir: str) -> list[str]:
-    """`workdir` itself if it holds a run, else the runs below it (one per attribute, seed, ...), sorted."""
-    if not os.path.isdir(workdir):
-        raise UserError(f"workdir {workdir} does not exist")
-    if is_run(workdir):
-        return [workdir]
-    runs = []
-    for folder, dirs, _ in os.walk(workdir):
-        dirs.sort()
-        if is_run(folder):
-            runs.append(folder)
-            dirs[:] = []  # a run's own folders hold no runs
-    if not runs:
-        raise UserError(f"workdir {workdir} holds no checkpoint (nor do its sub-directories)")
-    return runs
-
-
-def read_config(run_dir: str) -> Config:
-    try:
-        with open(os.path.join(run_dir, CONFIG_FILE)) as f:
-            return Config.from_json(json.load(f))
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise UserError(f"cannot read {os.path.join(run_dir, CONFIG_FILE)}: {error}") from None
+from relrank.evaluation.evaluator import evaluate
+from relrank.run.finished import SUMMARY_FILE, read_config
+from relrank.train.monitor import described
 
 
 def did_not_learn(run_dir: str) -> str:
@@ -65,10 +33,10 @@ def did_not_learn(run_dir: str) -> str:
 def load_scorer(run_dir: str, which: str = "latest"):
     """The run's scorer: `.config`, `.step` and `.score_dataset_images(data, ids)`."""
     if read_config(run_dir).method == "ranksvm":
-        from relrank.ranksvm import RankSVMScorer
+        from relrank.use.ranksvm import RankSVMScorer
 
         return RankSVMScorer(run_dir)
-    from relrank.ranker import load
+    from relrank.use.ranker import load
 
     return load(run_dir, which)
 
@@ -86,16 +54,15 @@ def evaluate_run(run_dir: str, which: str = "latest", split: str = "test", data_
     else:
         pairs = data.pairs_of(split, config.attrs)
     ids, pairs = index_images(pairs)
-    accuracies = accuracy_per_attribute(scorer.score_dataset_images(data, ids), pairs)
+    evaluation = evaluate(lambda images: scorer.score_dataset_images(data, images), ids, pairs)
     failure = did_not_learn(run_dir)
     # What the run is an instance of: every setting but the seed; a joint run's attribute list, but not which
     # attribute a single-attribute run ranks (runs per attribute of one setting make one experiment).
     experiment = {k: v for k, v in config.meaning().items() if k not in ("seed", "attr")}
     experiment["attributes"] = config.attr if len(config.attrs) > 1 else "one"
-    return [dict(workdir=run_dir, dataset=config.dataset, attr=attr, seed=config.seed, split=split, step=scorer.step,
-                 accuracy=accuracies[attr], num_pairs=len(pairs[attr]), num_images=len(pairs[attr].images()),
+    return [dict(workdir=run_dir, dataset=config.dataset, seed=config.seed, split=split, step=scorer.step, **row,
                  did_not_learn=failure, experiment=experiment)
-            for attr in config.attrs]
+            for row in evaluation.rows()]
 
 
 def pool_seeds(rows: list[dict]) -> list[dict]:

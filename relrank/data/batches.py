@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from relrank.data import LabelledPairs
+from relrank.data.pairs import LabelledPairs
 from relrank.errors import UserError
 
 

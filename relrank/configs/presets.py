@@ -1,0 +1,17 @@
+"""Model presets (`--model=NAME`): a network's topology and its input size. Flags edit either."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relrank.config import ModelSpec
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's network: ImageNet VGG-16 at 224x224.
+    "vgg16": dict(spec=ModelSpec(), image_size=224),
+    # Same topology at 1/8 width: for CPU tests, the demo and quick experiments.
+    "vgg16_small": dict(spec=ModelSpec(block_widths=(8, 16, 32, 64, 64), fc_width=256), image_size=32),
+    # For learning from scratch on CPUs: 8 convolutions with GroupNorm at 64x64 (about 0.4M parameters).
+    "vgg_cpu": dict(spec=ModelSpec(block_widths=(16, 32, 64, 128, 128), block_depths=(1, 1, 2, 2, 2), fc_width=256,
+                                   dropout=0.3, norm="group"), image_size=64),
+}

@@ -1,0 +1,84 @@
+"""A Config from its layers: Config's defaults < the dataset's < the model preset's < the recipe's < flags."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from relrank.config import Config, ModelSpec, check_types, validate
+from relrank.configs.presets import MODEL_PRESETS
+from relrank.configs.recipes import recipe_fields
+from relrank.data.registry import DATASETS
+from relrank.errors import UserError
+
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(ModelSpec))  # set as flags, they edit the preset's spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """A Config and, for each of its fields (flattened: 'spec.dropout'), where its value came from:
+    'default', 'dataset NAME', 'preset NAME', 'recipe NAME', 'flag' or 'weights file'."""
+
+    config: Config
+    sources: dict[str, str]
+
+
+def resolve(flags: dict[str, Any], pairs=None) -> Resolved:
+    """The Config that `flags` (field -> value; None or absent = unset) resolve to, and each value's source.
+
+    `flags` may name `dataset` and `recipe` (a name in relrank/configs/ or a .py file; default: the
+    dataset's); `pairs`, the training pairs' `relrank.data.pairs.PairStructure` when known, lets a
+    recipe adapt to it. With `weights`, the preprocessing is the one that weights file expects.
+    """
+    flags = {k: v for k, v in flags.items() if v is not None}
+    dataset = flags.get("dataset", Config.dataset)
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+    recipe = flags.get("recipe") or DATASETS[dataset].recipe
+    from_recipe = recipe_fields(recipe, dataset, pairs)
+    fields = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(from_recipe) - fields - set(SPEC_FIELDS))
+    if unknown:
+        raise UserError(f"recipe {recipe!r} sets unknown field(s) {', '.join(unknown)}; valid fields: "
+                        f"{', '.join(sorted(fields | set(SPEC_FIELDS)))}")
+    unknown = sorted(set(flags) - fields - set(SPEC_FIELDS))
+    if unknown:
+        raise TypeError(f"unknown config fields: {unknown}")
+    layers = [(f"dataset {dataset}", {"epochs": DATASETS[dataset].epochs, "recipe": recipe}),
+              (f"recipe {recipe}", from_recipe), ("flag", flags)]
+    chosen, sources = {}, {}
+    for source, values in layers:
+        chosen.update(values)
+        sources.update({_flat(name): source for name in values})
+    check_types(chosen, recipe)
+    preset_name = chosen.get("model", Config.model)
+    if preset_name not in MODEL_PRESETS:
+        raise UserError(f"unknown model preset {preset_name!r}; valid presets: {', '.join(MODEL_PRESETS)}")
+    preset = MODEL_PRESETS[preset_name]
+    for whole in ("spec", "preprocessing"):  # given whole (by the library's callers): each of its fields
+        if whole in sources:
+            source = sources.pop(whole)
+            sources.update({f"{whole}.{f.name}": source for f in dataclasses.fields(chosen[whole])})
+    for name in ("image_size", *(f"spec.{f}" for f in SPEC_FIELDS)):  # what a preset sets
+        sources.setdefault(name, f"preset {preset_name}")
+    spec_edits = {k: tuple(v) if isinstance(v, list) else v for k, v in chosen.items() if k in SPEC_FIELDS}
+    chosen = {**preset, **{k: v for k, v in chosen.items() if k not in SPEC_FIELDS}, "model": preset_name}
+    chosen["spec"] = dataclasses.replace(chosen["spec"], **spec_edits)
+    if chosen.get("weights") and "preprocessing" not in flags:
+        from relrank.model.weights import preprocessing_of  # imports JAX: only when a weights file is given
+
+        chosen["preprocessing"] = preprocessing_of(chosen["weights"])
+        sources.update({_flat(f"preprocessing.{f.name}"): "weights file"
+                        for f in dataclasses.fields(chosen["preprocessing"])})
+    config = Config(**chosen)
+    validate(config)
+    return Resolved(config, {name: sources.get(name, "default") for name in config.flat()})
+
+
+def make_config(dataset: str = "synthetic", recipe: str | None = None, pairs=None, **overrides: Any) -> Config:
+    """The Config of `dataset` with `recipe` (default: the dataset's) and `overrides` (None = unset); see `resolve`."""
+    return resolve(dict(overrides, dataset=dataset, recipe=recipe), pairs).config
+
+
+def _flat(name: str) -> str:
+    return f"spec.{name}" if name in SPEC_FIELDS else name

@@ -1,0 +1,1 @@
+"""Pairs, prepared datasets, image decoding, batch plans and the streaming input pipeline."""

@@ -1,0 +1,1 @@
+"""The networks (VGG now), their graph, parameters and forward pass, preprocessing, losses and weight porting."""

@@ -1,0 +1,1 @@
+"""Spreading work over devices (sharding) and over processes (jax.distributed)."""

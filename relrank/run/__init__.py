@@ -1,0 +1,1 @@
+"""A run's folder: its lock and files, and its checkpoints."""

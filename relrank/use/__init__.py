@@ -1,0 +1,1 @@
+"""Using trained rankers: scoring, RankSVM, evaluating finished runs, saliency, embeddings, figures."""
