@@ -8,6 +8,8 @@ import json
 import logging
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -131,6 +133,15 @@ def test_print_config_shows_every_field_with_its_source_and_touches_no_data(tmp_
     assert not data_dir.exists()
     scratch = resolve(dict(dataset="pubfig", recipe="scratch"))
     assert scratch.sources["spec.dropout"] == "recipe scratch" and scratch.sources["epochs"] == "recipe scratch"
+
+
+def test_output_cut_short_by_its_reader_is_not_a_traceback():
+    """`train.py --print_config | head -1`: when the reader has gone, the command stops quietly (status 141)."""
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--print_config"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # before the command writes anything (it starts in ~0.1 s)
+    assert process.wait(timeout=60) == 141
+    assert process.stderr.read() == ""
 
 
 def test_a_run_saved_before_the_layout_change_loads_and_scores_as_it_did(tmp_path):

@@ -11,6 +11,7 @@ from relrank.errors import Interrupted, UserError
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted command
 EXIT_DID_NOT_LEARN = 3  # the run ended, but its network learned nothing (relrank/train/monitor.py)
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of the output went away (`| head`), as shells report it
 
 
 def quiet_libraries() -> None:
@@ -46,6 +47,9 @@ def run(main, argv) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stop quietly; output still buffered goes nowhere rather than fail again at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

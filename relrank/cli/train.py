@@ -76,8 +76,8 @@ def _epilog(resolved_for: str) -> str:
 
 def main(argv: list[str], prog: str = "relrank train") -> int:
     args = vars(parser(prog, argv).parse_args(argv))
-    options = TrainOptions(**{f.name: args.pop(f.name) if args[f.name] is not None else f.default
-                              for f in dataclasses.fields(TrainOptions)})
+    given = {f.name: args.pop(f.name) for f in dataclasses.fields(TrainOptions)}  # the rest are Config fields
+    options = TrainOptions(**{name: value for name, value in given.items() if value is not None})
     random_on_purpose = args["weights"] == RANDOM_WEIGHTS
     if random_on_purpose:
         args["weights"] = None

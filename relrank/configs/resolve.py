@@ -68,7 +68,7 @@ def resolve(flags: dict[str, Any], pairs=None) -> Resolved:
         from relrank.model.weights import preprocessing_of  # imports JAX: only when a weights file is given
 
         chosen["preprocessing"] = preprocessing_of(chosen["weights"])
-        sources.update({_flat(f"preprocessing.{f.name}"): "weights file"
+        sources.update({f"preprocessing.{f.name}": "weights file"
                         for f in dataclasses.fields(chosen["preprocessing"])})
     config = Config(**chosen)
     validate(config)
