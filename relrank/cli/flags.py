@@ -19,9 +19,8 @@ def ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _flag_type(field: dataclasses.Field, owner: type):
-    """The argparse type of a field: its annotation without Optional; tuples of ints as comma-separated lists."""
-    kind = typing.get_type_hints(owner)[field.name]
+def _flag_type(kind):
+    """The argparse type of a field's annotation `kind`: without Optional; tuples of ints as comma-separated lists."""
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
     return ints if typing.get_origin(kind) is tuple else kind
@@ -31,20 +30,22 @@ def add_fields(parser: argparse.ArgumentParser, owners: list[type], shown: dict[
     """One flag per field of `owners` (dataclasses) that has one, in its group; every flag's default is None
     (unset), so what a flag sets can be told from what is left to the recipe. `shown` gives the help's
     '(default: ...)' text per field; without it, the declared default is shown."""
-    declared = [(field, owner) for owner in owners for field in dataclasses.fields(owner) if field.metadata.get("flag")]
+    declared = [(field, hints[field.name]) for owner in owners
+                for hints in [typing.get_type_hints(owner)]  # once per class: it evaluates every annotation
+                for field in dataclasses.fields(owner) if field.metadata.get("flag")]
     for group, (title, about) in GROUPS.items():
-        members = [(field, owner) for field, owner in declared if field.metadata["group"] == group]
+        members = [(field, kind) for field, kind in declared if field.metadata["group"] == group]
         if members:
             arguments = parser.add_argument_group(title, about or None)
-            for field, owner in members:
-                arguments.add_argument(*_names(field), **_argument(field, owner, shown))
+            for field, kind in members:
+                arguments.add_argument(*_names(field), **_argument(field, kind, shown))
 
 
 def _names(field: dataclasses.Field) -> list[str]:
     return [f"--{field.name}", *field.metadata.get("aliases", ())]
 
 
-def _argument(field: dataclasses.Field, owner: type, shown: dict[str, str] | None) -> dict:
+def _argument(field: dataclasses.Field, kind, shown: dict[str, str] | None) -> dict:
     default = (shown or {}).get(field.name) or _show(field.default)
     if default in ("", "none"):
         default = field.metadata.get("unset", "")
@@ -54,7 +55,7 @@ def _argument(field: dataclasses.Field, owner: type, shown: dict[str, str] | Non
         kwargs["choices"] = field.metadata["choices"]
     if isinstance(field.default, bool):
         return dict(kwargs, action="store_const", const=True)
-    return dict(kwargs, type=_flag_type(field, owner), metavar=None if "choices" in kwargs else field.name.upper())
+    return dict(kwargs, type=_flag_type(kind), metavar=None if "choices" in kwargs else field.name.upper())
 
 
 def _show(value) -> str:

@@ -184,7 +184,7 @@ class Training:
 
     def compile(self, all_batches):
         """(the batches, seconds spent compiling the step on the first of them)."""
-        start = self.loop_start = time.perf_counter()
+        start = time.perf_counter()
         first = next(all_batches, None)
         if first is None:
             return iter(()), 0.0

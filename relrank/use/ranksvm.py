@@ -120,7 +120,7 @@ def train_ranksvm(config: Config, workdir: str, data: RankingData | None = None)
                                  **{("test", a): p for a, p in test_pairs.items()}})
     features = image_features(config, data, ids)
     w = np.stack([fit_ranksvm(features, indexed["train", a], c=config.ranksvm_c) for a in config.attrs], axis=1)
-    test = evaluate(lambda rows: features[rows] @ w, np.arange(len(ids)), {a: indexed["test", a] for a in config.attrs})
+    test = evaluate(lambda x: x @ w, features, {a: indexed["test", a] for a in config.attrs})
     summary = dict(dataset=config.dataset, attr=config.attr, workdir=workdir, method="ranksvm",
                    features=config.ranksvm_features, test_accuracy=test.mean,
                    test_accuracy_per_attr=test.accuracy, wall_seconds=round(time.perf_counter() - started, 1))
