@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import relrank
-from relrank.cli import COMMANDS, convert, embed, evaluate, evaluate_main, saliency, score, train_main
+from relrank.cli import COMMANDS, convert, embed, evaluate, evaluate_main, export, saliency, score, train_main
 from relrank.cli import train as train_command
 from relrank.configs import make_config
 from relrank.configs.recipes import RECIPES
@@ -41,7 +41,8 @@ def documented_flags(parser):
     (["train.py"], train_command), (["evaluate.py"], evaluate),
     (["relrank/__main__.py", "score"], score), (["relrank/__main__.py", "saliency"], saliency),
     (["relrank/__main__.py", "embed"], embed), (["relrank/__main__.py", "convert"], convert),
-], ids=["train", "evaluate", "score", "saliency", "embed", "convert"])
+    (["relrank/__main__.py", "export"], export),
+], ids=["train", "evaluate", "score", "saliency", "embed", "convert", "export"])
 def test_help_explains_every_flag_and_names_its_command(command, module):
     result = run_cli(*command, "--help")
     assert result.returncode == 0, result.stderr
