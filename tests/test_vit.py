@@ -1,5 +1,5 @@
-"""ViT and DINOv2 ports of HF transformers' layouts, against `ViTModel` / `Dinov2Model` built from small configs with
-random weights: the class token's features agree to 1e-4 of their scale."""
+"""ViT, DINOv2 and CLIP ports of HF transformers' layouts, against `ViTModel`, `Dinov2Model` and `CLIPVisionModel` built
+from small configs with random weights: the class token's features agree to 1e-4 of their scale."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from relrank.model.vit import ViT, ViTSpec, from_hf_vit
+from relrank.model.vit import ViT, ViTSpec, from_hf_clip, from_hf_vit
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers", reason="the HF reference models: pip install transformers")
@@ -22,13 +22,18 @@ def randomise(model):
     return model.eval()
 
 
-@pytest.mark.parametrize("kind", ["vit", "dinov2"])
+@pytest.mark.parametrize("kind", ["vit", "dinov2", "clip"])
 def test_vit_port_of_the_hf_layouts_matches_transformers(kind):
     common = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_channels=3)
     if kind == "vit":
         config = transformers.ViTConfig(**common, intermediate_size=128, image_size=32, patch_size=16)
         reference = randomise(transformers.ViTModel(config, add_pooling_layer=False))
         spec = ViTSpec(patch=16, width=64, depth=2, heads=4, mlp=128, native_size=32, eps=config.layer_norm_eps)
+    elif kind == "clip":
+        config = transformers.CLIPVisionConfig(**common, intermediate_size=128, image_size=32, patch_size=16)
+        reference = randomise(transformers.CLIPVisionModel(config))
+        spec = ViTSpec(patch=16, width=64, depth=2, heads=4, mlp=128, native_size=32, eps=config.layer_norm_eps,
+                       pre_norm=True, activation="quick_gelu")
     else:
         config = transformers.Dinov2Config(**common, mlp_ratio=2, image_size=28, patch_size=14, layerscale_value=1.0)
         reference = randomise(transformers.Dinov2Model(config))
@@ -37,14 +42,15 @@ def test_vit_port_of_the_hf_layouts_matches_transformers(kind):
     tensors = {k: v.numpy() for k, v in reference.state_dict().items()}
     model = ViT(spec, rngs=nnx.Rngs(0))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    params.update(from_hf_vit(tensors, spec))
+    params.update((from_hf_clip if kind == "clip" else from_hf_vit)(tensors, spec))
     state = nnx.state(model, nnx.Param)
     nnx.replace_by_pure_dict(state, params)
     nnx.update(model, state)
     size = spec.native_size
     images = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
     with torch.no_grad():
-        expected = reference(pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2))).last_hidden_state[:, 0].numpy()
+        output = reference(pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2)))
+        expected = (output.pooler_output if kind == "clip" else output.last_hidden_state[:, 0]).numpy()
     got = np.asarray(model.features(jnp.asarray(images)))
     assert got.shape == expected.shape == (2, 64)
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), np.abs(got - expected).max()

@@ -144,3 +144,35 @@ def from_hf_vit(tensors: dict[str, np.ndarray], spec: ViTSpec) -> dict:
             block["ls1"], block["ls2"] = tensors[f"{p}.layer_scale1.lambda1"], tensors[f"{p}.layer_scale2.lambda1"]
         params["blocks"][i] = block
     return params
+
+
+def from_hf_clip(tensors: dict[str, np.ndarray], spec: ViTSpec) -> dict:
+    """HF transformers' `CLIPVisionModel` state dict (or a whole `CLIPModel`'s, whose image tower is under
+    `vision_model.`) -> this module's backbone params (no head). Needs `spec.pre_norm`; CLIP's patch projection
+    has no bias."""
+    tensors = {k.removeprefix("vision_model."): v for k, v in tensors.items() if not k.startswith("text_model.")}
+
+    def linear(name):
+        return {"kernel": tensors[f"{name}.weight"].T, "bias": tensors[f"{name}.bias"]}
+
+    def norm(name):
+        return {"scale": tensors[f"{name}.weight"], "bias": tensors[f"{name}.bias"]}
+
+    projection = tensors["embeddings.patch_embedding.weight"]
+    params = {
+        "patch_embed": {"kernel": np.transpose(projection, (2, 3, 1, 0)),
+                        "bias": np.zeros(projection.shape[0], projection.dtype)},
+        "cls_token": tensors["embeddings.class_embedding"].reshape(1, 1, -1),
+        "pos_embed": tensors["embeddings.position_embedding.weight"][None],
+        "norm_pre": norm("pre_layrnorm"), "norm": norm("post_layernorm"), "blocks": {},
+    }
+    for i in range(spec.depth):
+        p = f"encoder.layers.{i}"
+        qkv = [linear(f"{p}.self_attn.{part}_proj") for part in ("q", "k", "v")]
+        params["blocks"][i] = {
+            "norm1": norm(f"{p}.layer_norm1"), "norm2": norm(f"{p}.layer_norm2"),
+            "qkv": {"kernel": np.concatenate([q["kernel"] for q in qkv], axis=1),
+                    "bias": np.concatenate([q["bias"] for q in qkv])},
+            "proj": linear(f"{p}.self_attn.out_proj"), "fc1": linear(f"{p}.mlp.fc1"), "fc2": linear(f"{p}.mlp.fc2"),
+        }
+    return params
