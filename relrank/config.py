@@ -32,6 +32,11 @@ GROUPS = {  # flag group -> (its title in --help, what it says about its flags)
 }
 CONV_LAYERS_PER_BLOCK = (2, 2, 3, 3, 3)  # VGG-16's
 NORMS = ("none", "group")
+# Backbone architectures (relrank/model/backbones.py) -> the number the input side must be a multiple of
+# (VGG's fc6 takes pool5 flattened; a ViT's patches tile the image; the others pool globally).
+ARCHITECTURES = {"vgg": 32, "resnet50": 1, "googlenet": 1, "vit_s16": 16, "vit_b16": 16, "dinov2_s14": 14,
+                 "dinov2_b14": 14, "clip_b16": 16}
+POOLINGS = ("token", "mean")
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")  # see relrank/train/optim.py
 SCHEDULES = ("constant", "cosine", "linear")
 
@@ -59,16 +64,23 @@ def _tuples(data: dict[str, Any]) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """Topology of a VGG-style network: 5 blocks of 3x3 convolutions, each block ending in a 2x2 max-pool,
-    then fc6 and fc7. The defaults are VGG-16 (13 convolutions, no normalisation); a model preset
-    (relrank/configs/presets.py) sets its own, and each field's flag edits the preset's."""
+    """The network: its backbone architecture and, for the VGG family, its topology (5 blocks of 3x3
+    convolutions, each ending in a 2x2 max-pool, then fc6 and fc7). The defaults are VGG-16 (13
+    convolutions, no normalisation); a model preset (relrank/configs/presets.py) sets its own, and each
+    field's flag edits the preset's. The other architectures have a fixed topology."""
 
+    architecture: str = setting("vgg", "model", "backbone architecture, set by --model", tuple(ARCHITECTURES),
+                                flag=False)
     block_widths: tuple[int, ...] = setting((64, 128, 256, 512, 512), "model",
-                                            "channels of the 5 convolution blocks, e.g. 16,32,64,128,128")
-    block_depths: tuple[int, ...] = setting(CONV_LAYERS_PER_BLOCK, "model", "convolutions per block, e.g. 2,2,3,3,3")
-    fc_width: int = setting(4096, "model", "width of fc6 and fc7")
-    dropout: float = setting(0.5, "model", "dropout rate after fc6 and fc7")
-    norm: str = setting("none", "model", "normalisation after each convolution", NORMS)
+                                            "VGG: channels of the 5 convolution blocks, e.g. 16,32,64,128,128")
+    block_depths: tuple[int, ...] = setting(CONV_LAYERS_PER_BLOCK, "model", "VGG: convolutions per block, "
+                                            "e.g. 2,2,3,3,3")
+    fc_width: int = setting(4096, "model", "VGG: width of fc6 and fc7")
+    dropout: float = setting(0.5, "model", "dropout rate after fc6 and fc7 (VGG), on the feature before the "
+                             "ranking layer (other backbones)")
+    pooling: str = setting("token", "model", "ViTs: the feature the ranking layer reads: the class token, or the "
+                           "mean of the patch tokens", POOLINGS)
+    norm: str = setting("none", "model", "VGG: normalisation after each convolution", NORMS)
     zero_head: bool = setting(False, "model", "start the ranking layer at zero (all scores equal) instead of "
                               "Glorot-uniform; steadier from random init")
 
@@ -98,7 +110,7 @@ class Preprocessing:
 # Fields that say how a run is executed, stored or logged (or where its files lie), not what it learns:
 # they may change when a run resumes and do not split seeds into different experiments.
 HOW_RUN_FIELDS = ("recipe", "eval_batch_images", "input_pipeline", "data_workers", "checkpoint_every_steps",
-                  "keep_checkpoints", "log_every_steps", "eval_every_epochs", "data_dir", "manual_dir")
+                  "keep_checkpoints", "log_every_steps", "eval_every_epochs", "data_dir", "manual_dir", "feature_cache")
 RENAMED_FIELDS = {"split": "zappos_split"}  # old name -> new name, for configs saved before a rename
 
 
@@ -109,7 +121,7 @@ class Config:
     dataset: str = setting("synthetic", "data", "dataset name (synthetic: the embedded demo dataset)")
     attr: str = setting("", "data", "attribute(s) ranked: one name, or several joined by commas (one ranking "
                         "output each)", flag=False)  # train.py's --attr also takes 'all', resolved on the data
-    recipe: str = setting("", "data", "named recipe (relrank/configs/: paper, scratch, demo) or a recipe .py file",
+    recipe: str = setting("", "data", "named recipe (relrank/configs/: paper, scratch, demo, linear) or a recipe .py file",
                           aliases=("--config",), unset="the dataset's")
     data_dir: str = setting("", "data", "TFDS data directory",
                            unset="$TFDS_DATA_DIR or ~/tensorflow_datasets")
@@ -124,13 +136,15 @@ class Config:
     val_fraction: float = setting(0.0, "data", "hold out this fraction (0 < f <= 0.5) of the training images, with "
                                   "all their pairs, as a validation split that picks the best checkpoint (0: none)")
     model: str = setting("vgg16_small", "model", "model preset (relrank/configs/presets.py): vgg16 (the paper's "
-                         "network), vgg16_small (1/8 width) or vgg_cpu (8 convolutions with GroupNorm at 64 px, "
-                         "for training from scratch on CPUs)")
-    image_size: int = setting(32, "model", "input side in pixels, a multiple of 32")
-    weights: str = setting("", "model", "pretrained ImageNet VGG-16 file (torchvision .pth/.safetensors, timm "
-                           ".safetensors, Lasagne vgg16.pkl); its preprocessing is used and saved with the "
-                           "checkpoints. Full VGG-16 is refused without weights unless --weights=random",
-                           unset="none: random init")
+                         "network), vgg16_small (1/8 width), vgg_cpu (8 convolutions with GroupNorm at 64 px, "
+                         "for training from scratch on CPUs), or a pretrained backbone: googlenet, resnet50, "
+                         "vit_s16, vit_b16, dinov2_s14, dinov2_b14, clip_b16 (the README's Backbones table)")
+    image_size: int = setting(32, "model", "input side in pixels, at least 32: a multiple of 32 for VGG, of the "
+                              "patch (16, 14) for ViTs")
+    weights: str = setting("", "model", "pretrained weights for --model: a file (.pth, .bin, .safetensors, "
+                           "Lasagne vgg16.pkl) or an HF model folder (config.json + model.safetensors); its "
+                           "preprocessing is used and saved with the checkpoints. Full-size networks are refused "
+                           "without weights unless --weights=random", unset="none: random init")
     compute_dtype: str = setting("float32", "model", "dtype of the forward/backward pass; parameters stay float32",
                                  ("float32", "bfloat16"))
     method: str = setting("deep", "model", "deep: fine-tune the network end to end; ranksvm: the paper's baseline, "
@@ -143,8 +157,9 @@ class Config:
                                 "OSR, PubFig); 0: pair batches")
     optimizer: str = setting("rmsprop", "optimisation", "rmsprop (Lasagne's, the paper's), adamw, or sgd (with "
                              "--momentum)", OPTIMIZERS)
-    backbone_lr: float = setting(1e-3, "optimisation", "(peak) learning rate of the convolution and fc layers "
-                                 "(0 freezes them)")
+    backbone_lr: float = setting(1e-3, "optimisation", "(peak) learning rate of the backbone (all but the ranking "
+                                 "layer); 0 freezes it: without augmentation, the ranking layer then trains alone on "
+                                 "each image's features, computed once and cached (--feature_cache)")
     head_lr: float = setting(1e-3, "optimisation", "(peak) learning rate of the Dense(1) ranking layer")
     weight_decay: float = setting(1e-5, "optimisation", "weight decay of all weights, not biases: an L2 penalty "
                                   "in the loss (rmsprop, sgd) or decoupled in the update (adamw)")
@@ -172,6 +187,9 @@ class Config:
                                   "datasets larger than memory); auto: memory when the tables fit in a quarter of "
                                   "the RAM (at most 16 GiB). Both give the same batches",
                                   ("auto", "memory", "streaming"))
+    feature_cache: str = setting("", "checkpoints", "folder of the cached features of runs with a frozen backbone "
+                                 "(--backbone_lr=0, no augmentation: only the ranking layer trains, on each image's "
+                                 "features computed once)", unset="$RELRANK_CACHE or ~/.cache/relrank/features")
     data_workers: int = setting(0, "checkpoints", "worker processes of the streaming pipeline (0: one per core "
                                 "but one, at most 8)")
     ranksvm_features: str = setting("dataset", "ranksvm", "the dataset's own features (PubFig/OSR GIST) or fc7 of "
@@ -259,8 +277,11 @@ def validate(config: Config) -> None:
         raise UserError(f"--batch_images must be 0 (pair batches) or at least 2, got {config.batch_images}")
     if not 0 <= config.val_fraction <= 0.5:
         raise UserError(f"--val_fraction must be in (0, 0.5] (or 0 for no validation split), got {config.val_fraction}")
-    if config.image_size % 32 or config.image_size < 32:
-        raise UserError(f"--image_size must be a multiple of 32 (VGG-16 pools 5 times), got {config.image_size}")
+    multiple = ARCHITECTURES[spec.architecture]
+    if config.image_size % multiple or config.image_size < 32:
+        why = {1: "", 32: " (VGG's fc6 takes the image halved 5 times)"}.get(multiple, f" (its patches are {multiple} px)")
+        need = f"a multiple of {multiple} and at least 32" if multiple > 1 else "at least 32"
+        raise UserError(f"--image_size must be {need} for --model={config.model}{why}, got {config.image_size}")
     for name in ("epochs", "batch_pairs", "eval_batch_images", "checkpoint_every_steps", "keep_checkpoints",
                  "log_every_steps", "eval_every_epochs"):
         if getattr(config, name) < 1:

@@ -7,6 +7,12 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache(tmp_path_factory):
+    """Runs on cached features (a frozen backbone) cache them here, not in the user's ~/.cache."""
+    os.environ["RELRANK_CACHE"] = str(tmp_path_factory.mktemp("feature_cache"))
+
+
 def run_cli(script, *args, env=None, cwd=None, timeout=900):
     """Run train.py / evaluate.py as a user would; returns the CompletedProcess."""
     return subprocess.run(
@@ -45,3 +51,26 @@ def joint_runs(data_dir, tmp_path_factory):
                      "--epochs=2", "--batch_pairs=64", "--val_fraction=0.4", "--log_every_steps=20")
     assert result.returncode == 0, result.stderr[-3000:]
     return root, result
+
+
+def ported_module(build, backbone: dict):
+    """The NNX module that `build()` makes, built abstractly (its random init would compile for seconds), with
+    the ported `backbone` parameters and zeros for the rest (the ranking layer)."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    module = nnx.eval_shape(build)
+    state = nnx.state(module, nnx.Param)
+    params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), nnx.to_pure_dict(state))
+    params.update(backbone)
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(module, state)
+    return module
+
+
+def jit_features(module, images):
+    """module.features(images), compiled once (op-by-op it compiles every layer)."""
+    from flax import nnx
+
+    return nnx.jit(lambda m, x: m.features(x))(module, images)

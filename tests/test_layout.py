@@ -90,7 +90,7 @@ def test_every_config_field_has_one_declaration_that_the_flags_come_from():
     for owner in (Config, ModelSpec, train_command.TrainOptions):
         for field in dataclasses.fields(owner):
             if not field.metadata.get("flag"):
-                assert field.name in ("attr", "data_identity", "spec", "preprocessing"), field.name
+                assert field.name in ("attr", "data_identity", "spec", "preprocessing", "architecture"), field.name
                 continue
             assert field.metadata["help"], field.name
             action = actions[field.name]

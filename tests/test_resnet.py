@@ -2,12 +2,16 @@
 names (torchvision itself does not import beside the CPU torch wheel), random weights and random BatchNorm
 statistics, in eval mode: the 2048-d features agree to 1e-4 of their scale."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from relrank.model.resnet import STAGES, ResNet50, from_torchvision
+from relrank.model.weights import load_pretrained
+
+from conftest import jit_features, ported_module
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -50,7 +54,7 @@ class Reference(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-def test_resnet50_torchvision_port_matches_pytorch():
+def test_resnet50_torchvision_port_matches_pytorch(tmp_path):
     torch.manual_seed(0)
     reference = Reference().eval()
     with torch.no_grad():
@@ -61,14 +65,15 @@ def test_resnet50_torchvision_port_matches_pytorch():
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
     tensors = {k: v.numpy() for k, v in reference.state_dict().items()}
-    model = ResNet50(rngs=nnx.Rngs(0))
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    params.update(from_torchvision(tensors))
-    nnx.replace_by_pure_dict(state := nnx.state(model, nnx.Param), params)
-    nnx.update(model, state)
+    model = ported_module(lambda: ResNet50(rngs=nnx.Rngs(0)), from_torchvision(tensors))
     images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
     with torch.no_grad():
         expected = reference.features(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-    got = np.asarray(model.features(jnp.asarray(images)))
+    got = np.asarray(jit_features(model, jnp.asarray(images)))
     assert got.shape == expected.shape == (2, 2048)
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), np.abs(got - expected).max()
+    torch.save(reference.state_dict(), tmp_path / "resnet50.pth")  # the file users have ports to the same
+    pretrained = load_pretrained(str(tmp_path / "resnet50.pth"), "resnet50")
+    assert pretrained.layout == "torchvision" and pretrained.preprocessing.mean == (0.485, 0.456, 0.406)
+    for a, b in zip(jax.tree.leaves(pretrained.params), jax.tree.leaves(from_torchvision(tensors))):
+        np.testing.assert_array_equal(a, b)

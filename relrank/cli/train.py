@@ -12,6 +12,7 @@ from relrank.cli import flags
 from relrank.cli.runner import EXIT_DID_NOT_LEARN
 from relrank.config import Config, ModelSpec, setting
 from relrank.configs import recipes, resolve
+from relrank.configs.presets import MEANT_FOR_WEIGHTS
 from relrank.data.registry import DATASETS
 from relrank.errors import UserError
 
@@ -95,11 +96,12 @@ def _check_options(base: Config, options: TrainOptions, random_on_purpose: bool)
     from relrank.model.weights import check_weights
     from relrank.run.workdir import check_usable
 
-    if base.method == "deep" and base.model == "vgg16" and not base.weights and not random_on_purpose:
-        raise UserError(f"--dataset={base.dataset} trains the paper's VGG-16 at {base.image_size} px, which is meant to "
-                        f"start from ImageNet weights (from random init on a CPU it runs for days): give "
+    if base.method == "deep" and base.model in MEANT_FOR_WEIGHTS and not base.weights and not random_on_purpose:
+        network = "the paper's VGG-16" if base.model == "vgg16" else base.model
+        raise UserError(f"--dataset={base.dataset} trains {network} at {base.image_size} px, which is meant to "
+                        f"start from pretrained weights (from random init on a CPU it runs for days): give "
                         f"--weights=FILE (see the README), or --recipe=scratch to learn from scratch on a CPU, or "
-                        f"--weights={RANDOM_WEIGHTS} to train VGG-16 from random init anyway")
+                        f"--weights={RANDOM_WEIGHTS} to train {base.model} from random init anyway")
     if options.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {options.seeds}")
     if options.stop_after_steps is not None and options.stop_after_steps < 1:

@@ -64,10 +64,11 @@ def resolve(flags: dict[str, Any], pairs=None) -> Resolved:
     spec_edits = {k: tuple(v) if isinstance(v, list) else v for k, v in chosen.items() if k in SPEC_FIELDS}
     chosen = {**preset, **{k: v for k, v in chosen.items() if k not in SPEC_FIELDS}, "model": preset_name}
     chosen["spec"] = dataclasses.replace(chosen["spec"], **spec_edits)
+    _check_spec_edits(preset_name, chosen["spec"], spec_edits)
     if chosen.get("weights") and "preprocessing" not in flags:
         from relrank.model.weights import preprocessing_of  # imports JAX: only when a weights file is given
 
-        chosen["preprocessing"] = preprocessing_of(chosen["weights"])
+        chosen["preprocessing"] = preprocessing_of(chosen["weights"], chosen["spec"].architecture)
         sources.update({f"preprocessing.{f.name}": "weights file"
                         for f in dataclasses.fields(chosen["preprocessing"])})
     config = Config(**chosen)
@@ -78,6 +79,18 @@ def resolve(flags: dict[str, Any], pairs=None) -> Resolved:
 def make_config(dataset: str = "synthetic", recipe: str | None = None, pairs=None, **overrides: Any) -> Config:
     """The Config of `dataset` with `recipe` (default: the dataset's) and `overrides` (None = unset); see `resolve`."""
     return resolve(dict(overrides, dataset=dataset, recipe=recipe), pairs).config
+
+
+VGG_ONLY = ("block_widths", "block_depths", "fc_width", "norm")
+
+
+def _check_spec_edits(preset: str, spec: ModelSpec, edits: dict[str, Any]) -> None:
+    """A one-line error for a topology setting the chosen network does not have (it would do nothing)."""
+    vit = spec.architecture.startswith(("vit", "dinov2", "clip"))
+    for name in edits:
+        if (name in VGG_ONLY and spec.architecture != "vgg") or (name == "pooling" and not vit and edits[name] != "token"):
+            kind = "VGG" if name in VGG_ONLY else "ViT"
+            raise UserError(f"--{name} applies to {kind} networks only; --model={preset} is {spec.architecture}")
 
 
 def _flat(name: str) -> str:

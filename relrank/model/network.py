@@ -1,8 +1,9 @@
-"""The network as every part of relrank uses it: graph, parameters, scores and fc7 features.
+"""The network as every part of relrank uses it: graph, parameters, scores and features.
 
 Training (`relrank/train/step.py`), evaluation, scoring (`relrank/use/ranker.py`), saliency,
 embeddings and RankSVM's fc7 features all build on these functions; the
-forward pass over many images always goes through `apply_in_batches`.
+forward pass over many images always goes through `apply_in_batches`. A graph `on_features`
+is the ranking layer alone, whose inputs are the backbone's cached features instead of images.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from relrank.config import Config
 from relrank.model.preprocess import normalize
-from relrank.model.vgg import build_model
+from relrank.model.backbones import build_model, build_ranking_layer
 from relrank.parallel.sharding import batch_sharding, replicated
 
 
@@ -28,17 +29,24 @@ class ModelGraph:
 
     graphdef: Any
     config: Config
+    on_features: bool = False
 
 
-def model_graph(config: Config) -> ModelGraph:
-    """The graph of `config`'s model, built abstractly (no weights computed)."""
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(config)), nnx.Param)
-    return ModelGraph(graphdef, config)
+def model_graph(config: Config, on_features: bool = False) -> ModelGraph:
+    """The graph of `config`'s model (or of its ranking layer alone, `on_features`), built abstractly."""
+    build = build_ranking_layer if on_features else build_model
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(config)), nnx.Param)
+    return ModelGraph(graphdef, config, on_features)
 
 
 def random_params(config: Config) -> dict:
     """Freshly initialised parameters, a nested dict {layer: {'kernel', 'bias'}}."""
     return jax.jit(lambda: nnx.to_pure_dict(nnx.state(build_model(config), nnx.Param)))()
+
+
+def random_head(config: Config) -> dict:
+    """A freshly initialised ranking layer alone, {'head': {'kernel', 'bias'}}."""
+    return jax.jit(lambda: nnx.to_pure_dict(nnx.state(build_ranking_layer(config), nnx.Param)))()
 
 
 def param_shapes(config: Config) -> dict:
@@ -47,18 +55,22 @@ def param_shapes(config: Config) -> dict:
 
 
 def _model_and_input(network: ModelGraph, params, images: jax.Array):
+    model = nnx.merge(network.graphdef, params)
+    if network.on_features:
+        return model, images
     config = network.config
-    return nnx.merge(network.graphdef, params), normalize(images, config.preprocessing, jnp.dtype(config.compute_dtype))
+    return model, normalize(images, config.preprocessing, jnp.dtype(config.compute_dtype))
 
 
 def scores(network: ModelGraph, params, images: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
-    """r(image) for uint8 images [N, H, W, 3]: [N, attributes] float32 (dropout only with a key)."""
+    """r(image) for uint8 images [N, H, W, 3] (or features [N, D] `on_features`): [N, attributes] float32
+    (dropout only with a key)."""
     model, x = _model_and_input(network, params, images)
     return model(x, dropout_key=dropout_key)
 
 
 def features(network: ModelGraph, params, images: jax.Array) -> jax.Array:
-    """fc7 activations [N, fc_width] of uint8 images [N, H, W, 3], float32, no dropout."""
+    """The backbone's feature (fc7 for VGG) [N, D] of uint8 images [N, H, W, 3], float32, no dropout."""
     model, x = _model_and_input(network, params, images)
     return model.features(x).astype(jnp.float32)
 

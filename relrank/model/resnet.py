@@ -13,22 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from relrank.model.vgg import glorot_uniform, he_normal
+from relrank.model.layers import Affine, RankedBackbone, he_normal, ranking_head
 
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (width, blocks, stride of the first block)
 EXPANSION = 4
 BN_EPS = 1e-5  # torchvision's
-
-
-class Affine(nnx.Module):
-    """A frozen BatchNorm: y = x * scale + bias per channel."""
-
-    def __init__(self, channels: int):
-        self.scale = nnx.Param(jnp.ones((channels,)))
-        self.bias = nnx.Param(jnp.zeros((channels,)))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return x * self.scale[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
 
 
 def _conv(cin: int, cout: int, size: int, stride: int, rngs: nnx.Rngs, dtype) -> nnx.Conv:
@@ -54,10 +43,11 @@ class Bottleneck(nnx.Module):
         return jax.nn.relu(y + shortcut)
 
 
-class ResNet50(nnx.Module):
+class ResNet50(RankedBackbone):
     """Input: float images [N, H, W, 3], preprocessed; H = W a multiple of 32. Output: scores [N, outputs]."""
 
-    def __init__(self, *, rngs: nnx.Rngs, dtype=jnp.float32, outputs: int = 1):
+    def __init__(self, *, rngs: nnx.Rngs, dtype=jnp.float32, outputs: int = 1, dropout: float = 0.0,
+                 zero_head: bool = False):
         self.conv1, self.bn1 = _conv(3, 64, 7, 2, rngs, dtype), Affine(64)
         cin, stages = 64, []
         for width, blocks, stride in STAGES:
@@ -67,7 +57,8 @@ class ResNet50(nnx.Module):
                 cin = width * EXPANSION
             stages.append(stage)
         self.layer1, self.layer2, self.layer3, self.layer4 = (nnx.List(s) for s in stages)
-        self.head = nnx.Linear(cin, outputs, kernel_init=glorot_uniform, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+        self.head = ranking_head(cin, outputs, zero_head, rngs, dtype)
 
     def features(self, x: jax.Array) -> jax.Array:
         x = jax.nn.relu(self.bn1(self.conv1(x)))
@@ -77,9 +68,6 @@ class ResNet50(nnx.Module):
             for block in stage:
                 x = block(x)
         return x.mean(axis=(1, 2))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.head(self.features(x))
 
 
 def from_torchvision(tensors: dict[str, np.ndarray]) -> dict:

@@ -14,22 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from relrank.config import Config, ModelSpec
-
-
-def he_normal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-    """N(0, 2 / fan_in) with fan_in = product of all but the last axis (He et al., 2015).
-
-    Sampled as a flat vector and reshaped: XLA:CPU compiles N-d threefry draws very slowly.
-    """
-    fan_in = math.prod(shape[:-1])
-    return (jax.random.normal(key, (math.prod(shape),), dtype) * math.sqrt(2.0 / fan_in)).reshape(shape)
-
-
-def glorot_uniform(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-    """U(-l, l) with l = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
-    limit = math.sqrt(6.0 / (math.prod(shape[:-1]) + shape[-1]))
-    return jax.random.uniform(key, (math.prod(shape),), dtype, -limit, limit).reshape(shape)
+from relrank.config import ModelSpec
+from relrank.model.layers import he_normal, ranking_head
 
 
 GROUPS = 8  # GroupNorm groups (fewer when a layer's width is not a multiple)
@@ -67,14 +53,7 @@ class VGG(nnx.Module):
         self.fc6 = nnx.Linear(pooled * pooled * in_channels, spec.fc_width, kernel_init=he_normal, dtype=dtype, rngs=rngs)
         self.fc7 = nnx.Linear(spec.fc_width, spec.fc_width, kernel_init=he_normal, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(spec.dropout)
-        self.head = nnx.Linear(
-            spec.fc_width,
-            outputs,
-            kernel_init=nnx.initializers.zeros if spec.zero_head else glorot_uniform,
-            bias_init=nnx.initializers.zeros,
-            dtype=dtype,
-            rngs=rngs,
-        )
+        self.head = ranking_head(spec.fc_width, outputs, spec.zero_head, rngs, dtype)
 
     def features(self, x: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
         """psi(x): the fc7 activations [N, fc_width] (after dropout when training)."""
@@ -95,8 +74,3 @@ class VGG(nnx.Module):
         """r(x): the ranking scores of each image, shape [N, outputs], float32."""
         return self.head(self.features(x, dropout_key=dropout_key)).astype(jnp.float32)
 
-
-def build_model(config: Config) -> VGG:
-    """A freshly initialised model for `config`, seeded by `config.seed` (weights are ported separately)."""
-    return VGG(config.spec, config.image_size, rngs=nnx.Rngs(config.seed), dtype=jnp.dtype(config.compute_dtype),
-                       outputs=config.outputs)

@@ -1,10 +1,14 @@
-"""Pretrained ImageNet VGG-16 weights from the files users have, with the preprocessing they expect.
+"""Pretrained weights from the files users have, with the preprocessing they expect.
 
-Supported files (detected by extension and content):
-  torchvision state dict   vgg16-397923af.pth (needs torch) or the same tensors as .safetensors
-  timm vgg16.tv_in1k       .safetensors; fc6/fc7 stored as 7x7 and 1x1 convolutions (pre_logits.fc1/fc2)
-  Lasagne / Caffe pickle   vgg16.pkl of the original code: {'param values': [...], 'mean value': ...}
-  relrank                  .safetensors written by `relrank convert IN OUT`
+Files: .safetensors, PyTorch state dicts (.pth, .pt, .bin; need torch), Lasagne pickles (.pkl, VGG-16
+only) and HF model folders (config.json + model.safetensors or pytorch_model.bin, with
+preprocessor_config.json's mean and std). Layouts, told apart by their tensor names:
+  VGG-16      torchvision (vgg16-397923af.pth), timm vgg16.tv_in1k (fc6/fc7 stored as 7x7 and 1x1
+              convolutions: pre_logits.fc1/fc2), the original code's Lasagne/Caffe vgg16.pkl
+              ({'param values': [...], 'mean value': ...}), relrank's (`relrank convert IN OUT`)
+  GoogLeNet   torchvision (relrank/model/googlenet.py)
+  ResNet-50   torchvision and timm (the same names; relrank/model/resnet.py)
+  ViTs        timm, torchvision, HF transformers, OpenAI/open_clip CLIP (relrank/model/vit_ports.py)
 
 Layouts: PyTorch and Lasagne convolutions are OIHW (relrank: HWIO); their fc6
 flattens pool5 as C,H,W while relrank (NHWC) flattens H,W,C, so fc6 is
@@ -34,6 +38,15 @@ SUPPORTED = (
     "torchvision state dict (.pth, needs torch; or .safetensors), timm vgg16.tv_in1k (.safetensors), "
     "Lasagne/Caffe vgg16.pkl, relrank (.safetensors from `relrank convert`)"
 )
+IMAGENET = TORCHVISION_PREPROCESSING
+HALF = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # (x - 0.5) / 0.5: timm's augreg ViTs, GoogLeNet
+CLIP = Preprocessing(mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711))
+# The preprocessing each (architecture family, layout) was trained with, where the file does not say.
+DEFAULT_PREPROCESSING = {("googlenet", "torchvision"): HALF, ("resnet50", "torchvision"): IMAGENET,
+                         ("vit", "timm"): HALF, ("vit", "hf"): HALF, ("vit", "torchvision"): IMAGENET,
+                         ("dinov2", "timm"): IMAGENET, ("dinov2", "hf"): IMAGENET,
+                         ("clip", "hf_clip"): CLIP, ("clip", "openai_clip"): CLIP}
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclasses.dataclass
@@ -43,6 +56,7 @@ class Pretrained:
     params: dict
     preprocessing: Preprocessing
     source: str
+    layout: str = ""
 
 
 def _vgg16_channels() -> dict[str, tuple[int, int]]:
@@ -241,13 +255,52 @@ def _stored_preprocessing(metadata: dict, path: str) -> Preprocessing:
 
 
 def _kind(path: str) -> str:
+    if os.path.isdir(path):
+        return "folder"
     if not os.path.isfile(path):
         raise UserError(f"weights file {path} does not exist")
     ext = os.path.splitext(path)[1].lower()
-    kinds = {".safetensors": "safetensors", ".pth": "torch", ".pt": "torch", ".pkl": "pickle", ".pickle": "pickle"}
+    kinds = {".safetensors": "safetensors", ".pth": "torch", ".pt": "torch", ".bin": "torch", ".pkl": "pickle",
+             ".pickle": "pickle"}
     if ext not in kinds:
-        raise UserError(f"{path}: unknown kind of weights file; supported files: {SUPPORTED}")
+        raise UserError(f"{path}: unknown kind of weights file (.safetensors, .pth, .pt, .bin, .pkl or an HF model "
+                        f"folder); supported files: {SUPPORTED}")
     return kinds[ext]
+
+
+def _hf_weights_file(folder: str) -> str:
+    for name in HF_WEIGHTS:
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise UserError(f"folder {folder} holds no {' or '.join(HF_WEIGHTS)}: give an HF model folder or a weights file")
+
+
+def _hf_preprocessing(folder: str) -> Preprocessing | None:
+    """The mean and std of an HF folder's preprocessor_config.json, if it has one."""
+    path = os.path.join(folder, "preprocessor_config.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            about = json.load(f)
+        prep = Preprocessing(scale=float(about.get("rescale_factor", 1 / 255)),
+                             mean=tuple(about["image_mean"]), std=tuple(about["image_std"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: unreadable preprocessing ({_why(error)}); it needs image_mean and image_std") from None
+    return _checked(prep, path)
+
+
+def _read_tensors(path: str) -> tuple[dict, dict]:
+    """(tensors, safetensors metadata) of a .safetensors or PyTorch file, or of an HF folder's weights."""
+    kind = _kind(path)
+    if kind == "folder":
+        return _read_tensors(_hf_weights_file(path))
+    if kind == "safetensors":
+        return _read_safetensors(path)
+    if kind == "torch":
+        return _read_torch(path), {}
+    raise UserError(f"{path}: a pickle holds Lasagne VGG-16 weights only; for other models give a .safetensors, "
+                    f".pth or .bin state dict, or an HF model folder")
 
 
 def _read_lasagne(path: str) -> dict:
@@ -257,8 +310,49 @@ def _read_lasagne(path: str) -> dict:
     return data
 
 
-def preprocessing_of(path: str) -> Preprocessing:
+def _family(architecture: str) -> str:
+    return architecture.split("_")[0] if architecture.startswith(("vit", "dinov2", "clip")) else architecture
+
+
+def _load_other(path: str, architecture: str) -> Pretrained:
+    """GoogLeNet, ResNet-50 or a ViT: the file's tensors in its layout, ported; the preprocessing from the HF
+    folder if it says, else the one that layout's weights were trained with."""
+    from relrank.model import googlenet, resnet, vit_ports
+    from relrank.model.backbones import VIT_SPECS
+
+    tensors, metadata = _read_tensors(path)
+    named = _NamedTensors(tensors, path, architecture)
+    if architecture == "resnet50":
+        params, layout = resnet.from_torchvision(named), "torchvision"
+    elif architecture == "googlenet":
+        params, layout = googlenet.from_torchvision(named), "torchvision"
+    else:
+        params, layout = vit_ports.port_vit(tensors, VIT_SPECS[architecture], path)
+    prep = (_hf_preprocessing(path) if os.path.isdir(path) else None) or \
+        (_stored_preprocessing(metadata, path) if "preprocessing" in metadata else None) or \
+        DEFAULT_PREPROCESSING.get((_family(architecture), layout))
+    if prep is None:
+        raise UserError(f"{path}: a {layout}-layout file is not a {architecture} checkpoint relrank knows")
+    return Pretrained(params, prep, path, layout)
+
+
+class _NamedTensors(dict):
+    """A state dict whose missing tensor is a one-line error naming it."""
+
+    def __init__(self, tensors: dict, source: str, architecture: str):
+        super().__init__(tensors)
+        self.source, self.architecture = source, architecture
+
+    def __missing__(self, key):
+        first = next(iter(self), "none")
+        raise UserError(f"{self.source}: no tensor {key!r}, which a torchvision/timm {self.architecture} has (the "
+                        f"file's first tensor is {first!r}: is it another model?)")
+
+
+def preprocessing_of(path: str, architecture: str = "vgg") -> Preprocessing:
     """The input preprocessing the weights in `path` expect (read from the file where it says)."""
+    if architecture != "vgg":
+        return load_pretrained(path, architecture).preprocessing
     kind = _kind(path)
     if kind == "pickle":
         return _caffe_preprocessing(_read_lasagne(path).get("mean value", CAFFE_MEAN_BGR), path)
@@ -275,16 +369,27 @@ def preprocessing_of(path: str) -> Preprocessing:
     return TORCHVISION_PREPROCESSING
 
 
-def load_pretrained(path: str) -> Pretrained:
-    """Read a weights file of any supported kind into relrank's layout (the last file read is kept, so the check
-    before a run and the run itself read it once)."""
+def load_pretrained(path: str, architecture: str = "vgg") -> Pretrained:
+    """Read a weights file (or HF folder) of any supported kind into relrank's layout for `architecture` (the last
+    file read is kept, so the check before a run and the run itself read it once)."""
+    return _load_pretrained(path, architecture, file_version(path))
+
+
+def file_version(path: str):
+    """(size, mtime, inode) of a weights file (of an HF folder's), None if there is none: changes when it does."""
+    if os.path.isdir(path):
+        path = next((os.path.join(path, n) for n in HF_WEIGHTS if os.path.isfile(os.path.join(path, n))), path)
     stat = os.stat(path) if os.path.isfile(path) else None
-    return _load_pretrained(path, stat and (stat.st_size, stat.st_mtime_ns, stat.st_ino))
+    return stat and (stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 @functools.lru_cache(maxsize=1)
-def _load_pretrained(path: str, version) -> Pretrained:
+def _load_pretrained(path: str, architecture: str, version) -> Pretrained:
+    if architecture != "vgg":
+        return _load_other(path, architecture)
     kind = _kind(path)
+    if kind == "folder":
+        raise UserError(f"{path} is a folder: VGG-16 weights are a file ({SUPPORTED})")
     if kind == "safetensors":
         tensors, metadata = _read_safetensors(path)
         if "conv1_1.kernel" in tensors:
@@ -300,23 +405,32 @@ def check_weights(config) -> None:
     """Read `config.weights` and check it fits `config`'s model: before any data work, a bad file is one line."""
     from relrank.model.network import param_shapes  # JAX: only where parameters are built (convert stays light)
 
-    merge_backbone(param_shapes(config), load_pretrained(config.weights),
+    merge_backbone(param_shapes(config), load_pretrained(config.weights, config.spec.architecture),
                    f"--model={config.model} --image_size={config.image_size}", shapes_only=True)
 
 
 def merge_backbone(params: dict, pretrained: Pretrained, model_description: str, shapes_only: bool = False) -> dict:
-    """`params` with its backbone replaced by the pretrained one (the head stays as it is)."""
-    merged = dict(params)
-    for layer in BACKBONE_LAYERS:
-        merged[layer] = {}
-        for kind in ("kernel", "bias"):
-            expected, got = tuple(params[layer][kind].shape), tuple(pretrained.params[layer][kind].shape)
-            if expected != got:
+    """`params` with its backbone (all but the head) replaced by the pretrained one; a tensor the file lacks, or
+    of another shape, is a one-line error naming it and both shapes."""
+    def merged(path: str, mine, theirs):
+        if not isinstance(mine, dict):
+            got = np.shape(theirs)
+            if tuple(mine.shape) != got:
+                layer, _, kind = path.rpartition(".")
                 raise UserError(f"{pretrained.source}: layer {layer} {kind} has shape {got} in the file but "
-                                f"{expected} in the model ({model_description})")
-            if not shapes_only:
-                merged[layer][kind] = np.asarray(pretrained.params[layer][kind], np.float32)
-    return merged
+                                f"{tuple(mine.shape)} in the model ({model_description})")
+            return mine if shapes_only else np.asarray(theirs, np.float32)
+        out = {}
+        for key, value in mine.items():
+            name = f"{path}.{key}" if path else str(key)
+            if key not in theirs:
+                raise UserError(f"{pretrained.source}: the file has no weights for {name} of the model "
+                                f"({model_description}): is it the weights of another model?")
+            out[key] = merged(name, value, theirs[key])
+        return out
+
+    backbone = merged("", {k: v for k, v in params.items() if k != "head"}, pretrained.params)
+    return {**backbone, "head": params["head"]}
 
 
 def convert(source: str, target: str) -> None:
@@ -331,10 +445,12 @@ def convert(source: str, target: str) -> None:
 
 
 def starting_params(config) -> dict:
-    """The parameters a run starts from: fresh ones, the backbone replaced by `config.weights` when given."""
-    from relrank.model.network import random_params
+    """The parameters a run starts from: fresh ones, or with `config.weights` the file's backbone and a fresh
+    ranking layer (the backbone's random init is never computed: it takes seconds for the large ones)."""
+    from relrank.model.network import param_shapes, random_head, random_params
 
-    params = random_params(config)
     if not config.weights:
-        return params
-    return merge_backbone(params, load_pretrained(config.weights), f"--model={config.model} --image_size={config.image_size}")
+        return random_params(config)
+    return merge_backbone({**param_shapes(config), **random_head(config)},
+                          load_pretrained(config.weights, config.spec.architecture),
+                          f"--model={config.model} --image_size={config.image_size}")

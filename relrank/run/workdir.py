@@ -62,10 +62,10 @@ def _holder(fd: int) -> str:
     return text if text.isdigit() else "(unknown PID)"
 
 
-def write_atomic(path: str, text: str) -> None:
+def write_atomic(path: str, text: str | bytes) -> None:
     """Replace `path` with `text` all at once: a crash leaves the old file or the new one, never half."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
+    with open(tmp, "wb" if isinstance(text, bytes) else "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -27,11 +27,13 @@ from relrank.data.pairs import LabelledPairs, hold_out
 from relrank.errors import UserError
 from relrank.evaluation.evaluator import evaluate
 from relrank.model.network import apply_in_batches, jit_apply
-from relrank.model.weights import check_weights
+from relrank.model.weights import check_weights, starting_params
 from relrank.parallel import distributed, sharding
+from relrank.run.backbone import has_frozen_backbone, save_backbone
 from relrank.run.checkpoints import SELECTION_METRICS
 from relrank.run.workdir import check_usable, exclusive, remove_if_unused, write_atomic
 from relrank.train import augment, signals
+from relrank.train.cached_features import attach_features, uses_cached_features
 from relrank.train.log import CURVES_FILE, TrainingLog, plot_curves
 from relrank.train.monitor import LearningMonitor
 from relrank.train.resume import interrupted, last_checkpoint, restore_or_init
@@ -82,7 +84,7 @@ def _open_splits(config: Config, data: RankingData) -> tuple[Config, SplitImages
     train_split = data.split_images(train_pairs, augment.train_size(config), "train", in_memory=False)
     eval_splits = {name: data.split_images(pairs, config.image_size, name, in_memory=False)
                    for name, pairs in eval_pairs.items()}
-    if _keep_in_memory(config, [train_split, *eval_splits.values()]):
+    if not uses_cached_features(config) and _keep_in_memory(config, [train_split, *eval_splits.values()]):
         for name, split in [("train", train_split), *eval_splits.items()]:
             split.images = split.images.load(f"loading {name} images")
     return config, train_split, eval_splits
@@ -109,7 +111,10 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
     train_pairs = _training_pairs(config, train_split, mesh)
     per_epoch = batches.steps_per_epoch(len(train_pairs), config.batch_pairs, config.batch_images)
     total_steps = config.epochs * per_epoch
-    checkpoints, config, state, resumed_from = restore_or_init(config, workdir, mesh, total_steps, extend)
+    frozen, about_features = None, {}
+    if uses_cached_features(config):  # only the ranking layer trains, on each image's features computed once
+        frozen, about_features = _frozen_features(config, workdir, [train_split, *eval_splits.values()], mesh)
+    checkpoints, config, state, resumed_from = restore_or_init(config, workdir, mesh, total_steps, extend, frozen)
     if distributed.is_main():
         write_atomic(os.path.join(workdir, "config.json"), dumps(config))
     start_step = int(state.step)
@@ -123,7 +128,7 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
     else:
         local_batches = batches.table_batches(plans, train_split.images, start_step, end_step, rows)
     training = Training(config, workdir, mesh, checkpoints, sharding.put_replicated(state, mesh), eval_splits,
-                        per_epoch, total_steps, start_step, end_step, started)
+                        per_epoch, total_steps, start_step, end_step, started, on_features=frozen is not None)
     try:
         try:
             all_batches, compile_seconds = training.compile(batches.prefetch(sharding.put_batch(b, mesh)
@@ -136,9 +141,19 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
         return training.finish(dict(
             dataset=config.dataset, attr=config.attr, workdir=workdir, compile_seconds=round(compile_seconds, 2),
             steps_per_epoch=per_epoch, total_steps=total_steps, resumed_from_step=resumed_from,
-            input_pipeline="streaming" if streamed else "memory"))
+            input_pipeline="streaming" if streamed else "memory", **about_features))
     finally:
         training.log.close()
+
+
+def _frozen_features(config: Config, workdir: str, splits: list[SplitImages], mesh) -> tuple[dict, dict]:
+    """(the whole network's starting parameters, what was cached): every split's images become their features,
+    computed with the starting backbone (the weights file's, or the seed's random init: the cache is keyed by
+    them), which is saved in the workdir once for the ranker to load."""
+    params = starting_params(config)
+    if distributed.is_main() and not has_frozen_backbone(workdir):
+        save_backbone(workdir, params)
+    return params, attach_features(config, params, splits, mesh)
 
 
 def _training_pairs(config: Config, train_split: SplitImages, mesh) -> LabelledPairs:
@@ -161,11 +176,12 @@ class Training:
     """One run's loop state and its periodic actions: log, evaluate, checkpoint."""
 
     def __init__(self, config: Config, workdir: str, mesh, checkpoints, state, eval_splits: dict[str, SplitImages],
-                 per_epoch: int, total_steps: int, start_step: int, end_step: int, started: float):
+                 per_epoch: int, total_steps: int, start_step: int, end_step: int, started: float,
+                 on_features: bool = False):
         self.config, self.workdir, self.mesh, self.checkpoints, self.state = config, workdir, mesh, checkpoints, state
         self.eval_splits, self.per_epoch, self.total_steps = eval_splits, per_epoch, total_steps
         self.start_step, self.end_step, self.started = start_step, end_step, started
-        self.task = make_task(config, total_steps)
+        self.task = make_task(config, total_steps, on_features)
         self.score_fn = jit_apply(self.task.network, mesh)
         self.monitor = LearningMonitor(config.attrs, total_steps, per_epoch, round(config.warmup_fraction * total_steps))
         self.log = TrainingLog(workdir, per_epoch, start_step, self._last_checkpoint,
@@ -178,7 +194,7 @@ class Training:
         self.together = jax.process_count() > 1
         self.stop_requested: list[int] = []
         if distributed.is_main():
-            print(describe_run(config, per_epoch, total_steps, start_step), file=sys.stderr)
+            print(describe_run(config, per_epoch, total_steps, start_step, on_features), file=sys.stderr)
         self.bar = tqdm(total=end_step, initial=start_step, desc=f"{config.dataset}/{_attrs_label(config)}",
                         unit="step", disable=not distributed.is_main())
 
@@ -319,7 +335,9 @@ class Training:
                 self.evaluation = self.evaluate(final_step)
             verdict = self.monitor.verdict()
             summary.update(dict(test_accuracy=None), **(self.evaluation or {}))
+            loop_seconds = time.perf_counter() - self.loop_start if hasattr(self, "loop_start") else 0.0
             summary.update(final_step=final_step, best_step=best, wall_seconds=round(time.perf_counter() - self.started, 1),
+                           loop_seconds=round(loop_seconds, 1),
                            learned=verdict is None, did_not_learn=verdict.to_json() if verdict else None,
                            learning_findings=[f.to_json() for f in self.monitor.findings], **streaming.peak_memory_mib())
             if distributed.is_main() and os.path.exists(self.log.path):
@@ -345,11 +363,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def describe_run(config: Config, per_epoch: int, total_steps: int, start_step: int) -> str:
+def describe_run(config: Config, per_epoch: int, total_steps: int, start_step: int, on_features: bool = False) -> str:
     """One line saying what is about to train: recipe, model, input size, steps."""
     batch = f"{config.batch_images} images" if config.batch_images else f"{config.batch_pairs} pairs"
     weights = f"weights {os.path.basename(config.weights)}" if config.weights else "random init"
     resumed = f", resuming at step {start_step}" if start_step else ""
+    weights += ", frozen: the ranking layer trains on cached features" if on_features else ""
     return (f"recipe {config.recipe}: {config.model} at {config.image_size} px from {weights}, dropout "
             f"{config.spec.dropout:g}, {config.optimizer} {config.backbone_lr:g}/{config.head_lr:g} ({config.schedule}); "
             f"{total_steps} steps = {config.epochs} epoch{'s' if config.epochs > 1 else ''} of {per_epoch} steps of "

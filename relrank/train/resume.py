@@ -36,12 +36,16 @@ def check_resumable(saved: Config, config: Config, workdir: str, extend: bool) -
     raise UserError(f"workdir {workdir} holds a run with other settings, which resuming would change: {shown}; {hint}")
 
 
-def restore_or_init(config: Config, workdir: str, mesh, total_steps: int, extend: bool):
+def restore_or_init(config: Config, workdir: str, mesh, total_steps: int, extend: bool, frozen: dict | None = None):
     """(checkpoints, config, state, resumed step or None): the newest readable checkpoint, else the starting weights.
 
     The config keeps the preprocessing the run was trained with. Unreadable checkpoints newer than the one
-    resumed are named and moved to <workdir>/unreadable_checkpoints/.
+    resumed are named and moved to <workdir>/unreadable_checkpoints/. With `frozen` (the whole network's
+    starting parameters, of a run on cached features) the state holds the ranking layer alone.
     """
+    def trained(params: dict) -> dict:
+        return {"head": params["head"]} if frozen is not None else params
+
     checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
     unreadable = []
     for step in reversed(checkpoints.all_steps()):
@@ -49,8 +53,8 @@ def restore_or_init(config: Config, workdir: str, mesh, total_steps: int, extend
             saved = checkpoints.restore_config(step)
             check_resumable(saved, config, workdir, extend)
             resumed = dataclasses.replace(config, preprocessing=saved.preprocessing)  # as it was trained
-            task = make_task(resumed, total_steps)
-            shapes = jax.eval_shape(lambda: init_state(task, random_params(resumed)))  # shapes only, no compute
+            task = make_task(resumed, total_steps, on_features=frozen is not None)
+            shapes = jax.eval_shape(lambda: init_state(task, trained(random_params(resumed))))  # shapes only
             state = checkpoints.restore_state(step, abstract(shapes, sharding.replicated(mesh)))
         except UnreadableCheckpoint as error:
             print(f"warning: {error}", file=sys.stderr)
@@ -62,7 +66,8 @@ def restore_or_init(config: Config, workdir: str, mesh, total_steps: int, extend
     if unreadable:
         raise UserError(f"no checkpoint in {checkpoints.directory} is readable (steps {', '.join(map(str, unreadable))});"
                         f" move that folder away to start afresh")
-    return checkpoints, config, init_state(make_task(config, total_steps), starting_params(config)), None
+    start = trained(frozen if frozen is not None else starting_params(config))
+    return checkpoints, config, init_state(make_task(config, total_steps, on_features=frozen is not None), start), None
 
 
 def _set_aside(checkpoints: Checkpoints, unreadable: list[int], resumed: int) -> None:

@@ -41,9 +41,10 @@ class Task:
     config: Config
 
 
-def make_task(config: Config, total_steps: int | None = None) -> Task:
-    """The network and optimizer of `config`; schedules other than constant need the run's `total_steps`."""
-    return Task(model_graph(config), make_optimizer(config, total_steps), config)
+def make_task(config: Config, total_steps: int | None = None, on_features: bool = False) -> Task:
+    """The network (its ranking layer alone `on_features`) and optimizer of `config`; schedules other than
+    constant need the run's `total_steps`."""
+    return Task(model_graph(config, on_features), make_optimizer(config, total_steps), config)
 
 
 def init_state(task: Task, params: dict) -> TrainState:

@@ -21,6 +21,7 @@ from relrank.model.network import apply_in_batches, features, jit_apply, model_g
 from relrank.model.weights import starting_params
 from relrank.parallel import sharding
 from relrank.run.checkpoints import Checkpoints, UnreadableCheckpoint, abstract, open_workdir
+from relrank.run.backbone import has_frozen_backbone, load_backbone
 
 READ_ATTEMPTS = 5  # reads of a workdir whose steps are deleted while they are read (a run rotating them)
 FILES_PER_CHUNK = 256  # images decoded at a time by `score_files`
@@ -195,9 +196,14 @@ def load(workdir: str, which: str = "latest", batch_size: int | None = None, pro
 
 
 def _restore(checkpoints: Checkpoints, step: int):
+    """(config, the whole network's parameters) of a checkpoint; a run trained on cached features saved its
+    ranking layer there and its frozen backbone beside the checkpoints."""
     config = checkpoints.restore_config(step)
     target = abstract(param_shapes(config), sharding.replicated(sharding.make_mesh()))
-    return config, checkpoints.restore_params(step, target)
+    if not has_frozen_backbone(checkpoints.workdir):
+        return config, checkpoints.restore_params(step, target)
+    head = checkpoints.restore_params(step, {"head": target["head"]})
+    return config, {**load_backbone(checkpoints.workdir, target), **head}
 
 
 def _is_readable(checkpoints: Checkpoints, step: int) -> bool:
