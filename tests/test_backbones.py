@@ -5,6 +5,7 @@ input sizes a backbone cannot take are one line."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -20,13 +21,13 @@ transformers = pytest.importorskip("transformers", reason="the HF reference mode
 MEAN, STD = [0.4, 0.45, 0.5], [0.3, 0.25, 0.2]
 
 
-def vit_s16(seed: int = 0):
+def vit_s16():
     """ViT-S/16 (timm's vit_small_patch16_224 sizes) as HF's ViTModel, random weights away from their init."""
     config = transformers.ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
                                     intermediate_size=1536, image_size=224, patch_size=16, layer_norm_eps=1e-6)
-    torch.manual_seed(seed)  # the initialisation's draws
+    torch.manual_seed(0)  # the initialisation's draws
     model = transformers.ViTModel(config, add_pooling_layer=False)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02 * torch.randn(p.shape, generator=generator))
@@ -34,12 +35,19 @@ def vit_s16(seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def vit_folder(tmp_path_factory):
+def vit_reference(tmp_path_factory):
+    """(an HF folder of a random ViT-S/16 with a preprocessor_config.json, that network in PyTorch)."""
     folder = tmp_path_factory.mktemp("weights") / "vit-small-patch16-224"
-    vit_s16().save_pretrained(folder)
+    model = vit_s16()
+    model.save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(dict(image_mean=MEAN, image_std=STD,
                                                                      rescale_factor=1 / 255)))
-    return folder
+    return folder, model
+
+
+@pytest.fixture(scope="module")
+def vit_folder(vit_reference):
+    return vit_reference[0]
 
 
 def train(capsys, *flags) -> tuple[int, str]:
@@ -48,11 +56,12 @@ def train(capsys, *flags) -> tuple[int, str]:
 
 
 def test_a_vit_from_an_hf_folder_trains_on_cached_features_resumes_and_scores_as_the_reference(
-        vit_folder, data_dir, tmp_path, capsys):
+        vit_reference, data_dir, tmp_path, capsys):
     """The run scores cached features with its ranking layer; `relrank evaluate` and `relrank.load` score the
     images with the whole network restored from the workdir (head checkpoint + backbone.safetensors)."""
     from relrank.use.results import evaluate_run
 
+    vit_folder, reference = vit_reference
     cache, workdir = tmp_path / "cache", tmp_path / "run"
     common = [f"--data_dir={data_dir}", "--model=vit_s16", f"--weights={vit_folder}", f"--feature_cache={cache}",
               "--attr=brightness,size", f"--workdir={workdir}"]
@@ -78,14 +87,19 @@ def test_a_vit_from_an_hf_folder_trains_on_cached_features_resumes_and_scores_as
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     x = (images / 255.0 - np.asarray(MEAN)) / np.asarray(STD)
     with torch.no_grad():
-        output = vit_s16()(pixel_values=torch.from_numpy(x.transpose(0, 3, 1, 2)).float(), interpolate_pos_encoding=True)
+        output = reference(pixel_values=torch.from_numpy(x.transpose(0, 3, 1, 2)).float(), interpolate_pos_encoding=True)
     head = ranker.params["head"]
     expected = output.last_hidden_state[:, 0].numpy() @ np.asarray(head["kernel"]) + np.asarray(head["bias"])
     got = ranker.score_all(images)
     assert np.abs(got - expected).max() <= 1e-4 * max(np.abs(expected).max(), 1e-3), (got, expected)
 
     changed = vit_folder.parent / "changed" / vit_folder.name  # same name, other weights: the cache is stale
-    vit_s16(seed=1).save_pretrained(changed)
+    shutil.copytree(vit_folder, changed)
+    with open(changed / "model.safetensors", "r+b") as f:  # the last tensor's last byte, still a valid file
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
     code, err = train(capsys, f"--data_dir={data_dir}", "--model=vit_s16", f"--weights={changed}",
                       f"--feature_cache={cache}", "--attr=brightness,size", f"--workdir={tmp_path / 'stale'}")
     assert code == 2

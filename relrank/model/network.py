@@ -9,6 +9,7 @@ is the ranking layer alone, whose inputs are the backbone's cached features inst
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -32,11 +33,18 @@ class ModelGraph:
     on_features: bool = False
 
 
+@functools.lru_cache(maxsize=8)
+def _abstract(config: Config, on_features: bool) -> tuple[Any, dict]:
+    """(graph, parameter shapes) of `config`'s model, built abstractly once per config: building even an abstract
+    ViT-B or VGG-16 takes a second or more, and a run asks for them several times."""
+    build = build_ranking_layer if on_features else build_model
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: build(config)), nnx.Param)
+    return graphdef, nnx.to_pure_dict(state)
+
+
 def model_graph(config: Config, on_features: bool = False) -> ModelGraph:
     """The graph of `config`'s model (or of its ranking layer alone, `on_features`), built abstractly."""
-    build = build_ranking_layer if on_features else build_model
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(config)), nnx.Param)
-    return ModelGraph(graphdef, config, on_features)
+    return ModelGraph(_abstract(config, on_features)[0], config, on_features)
 
 
 def random_params(config: Config) -> dict:
@@ -50,8 +58,8 @@ def random_head(config: Config) -> dict:
 
 
 def param_shapes(config: Config) -> dict:
-    """Shapes and dtypes of the parameters of `config`, without computing them."""
-    return nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: build_model(config)), nnx.Param))
+    """Shapes and dtypes of the parameters of `config`, without computing them (a tree of the caller's own)."""
+    return jax.tree.map(lambda shape: shape, _abstract(config, False)[1])
 
 
 def _model_and_input(network: ModelGraph, params, images: jax.Array):
