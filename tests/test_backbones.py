@@ -136,3 +136,21 @@ def test_the_full_size_backbones_want_weights(capsys, tmp_path):
     code, err = train(capsys, "--model=clip_b16", f"--workdir={tmp_path / 'c'}")
     assert code == 2 and "trains clip_b16 at 32 px, which is meant to start from pretrained weights" in err
 
+
+
+def test_a_frozen_run_checkpointed_before_the_fast_path_resumes_as_it_was_trained(data_dir, tmp_path, monkeypatch):
+    """A --backbone_lr=0 run saved whole-network checkpoints before cached features existed: resuming it must not
+    read them as ranking-layer checkpoints (which would find them unreadable and set them aside)."""
+    from relrank.train import loop
+
+    workdir = tmp_path / "run"
+    flags = [f"--data_dir={data_dir}", f"--workdir={workdir}", "--backbone_lr=0", "--epochs=1"]
+    with monkeypatch.context() as patched:
+        patched.setattr(loop, "uses_cached_features", lambda config: False)  # as relrank trained it then
+        assert train_main([*flags, "--stop_after_steps=20"]) == 0
+    assert not (workdir / "backbone.safetensors").exists()
+    assert train_main(flags) in (0, 3)  # 3: the monitor's verdict on one epoch of random features; not the point
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["resumed_from_step"] == 20 and "features_computed" not in summary
+    assert not (workdir / "unreadable_checkpoints").exists() and not (workdir / "backbone.safetensors").exists()
+    assert relrank.load(str(workdir), progress=False).step == summary["final_step"]

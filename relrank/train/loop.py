@@ -75,7 +75,8 @@ def train(config: Config, workdir: str, stop_after_steps: int | None = None, dat
 
 
 def _open_splits(config: Config, data: RankingData) -> tuple[Config, SplitImages, dict[str, SplitImages]]:
-    """(config with the data's identity, the training split, the evaluated splits: test, and val if held out)."""
+    """(config with the data's identity, the training split, the evaluated splits: test, and val if held out),
+    their images not read yet."""
     config = dataclasses.replace(config, data_identity=data.identity)
     train_pairs = data.pairs_of("train", config.attrs)
     eval_pairs = dict(test=data.pairs_of("test", config.attrs))
@@ -84,10 +85,14 @@ def _open_splits(config: Config, data: RankingData) -> tuple[Config, SplitImages
     train_split = data.split_images(train_pairs, augment.train_size(config), "train", in_memory=False)
     eval_splits = {name: data.split_images(pairs, config.image_size, name, in_memory=False)
                    for name, pairs in eval_pairs.items()}
-    if not uses_cached_features(config) and _keep_in_memory(config, [train_split, *eval_splits.values()]):
+    return config, train_split, eval_splits
+
+
+def _load_if_it_fits(config: Config, train_split: SplitImages, eval_splits: dict[str, SplitImages]) -> None:
+    """Decode every split's images into tables in memory, unless they are to stream (`_keep_in_memory`)."""
+    if _keep_in_memory(config, [train_split, *eval_splits.values()]):
         for name, split in [("train", train_split), *eval_splits.items()]:
             split.images = split.images.load(f"loading {name} images")
-    return config, train_split, eval_splits
 
 
 def _keep_in_memory(config: Config, splits: list[SplitImages]) -> bool:
@@ -112,8 +117,12 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
     per_epoch = batches.steps_per_epoch(len(train_pairs), config.batch_pairs, config.batch_images)
     total_steps = config.epochs * per_epoch
     frozen, about_features = None, {}
-    if uses_cached_features(config):  # only the ranking layer trains, on each image's features computed once
+    # Only the ranking layer trains, on each image's features computed once; a frozen run checkpointed before
+    # this path existed (whole-network checkpoints, no backbone file) resumes as it was trained.
+    if uses_cached_features(config) and (has_frozen_backbone(workdir) or last_checkpoint(workdir) is None):
         frozen, about_features = _frozen_features(config, workdir, [train_split, *eval_splits.values()], mesh)
+    else:
+        _load_if_it_fits(config, train_split, eval_splits)
     checkpoints, config, state, resumed_from = restore_or_init(config, workdir, mesh, total_steps, extend, frozen)
     if distributed.is_main():
         write_atomic(os.path.join(workdir, "config.json"), dumps(config))
