@@ -74,3 +74,18 @@ def jit_features(module, images):
     from flax import nnx
 
     return nnx.jit(lambda m, x: m.features(x))(module, images)
+
+
+def randomise_batchnorm(model):
+    """Every BatchNorm2d of a PyTorch `model` with statistics and affine parameters away from their defaults,
+    in eval mode (the frozen BatchNorm a port must reproduce)."""
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model.eval()

@@ -12,7 +12,7 @@ from flax import nnx
 from relrank.model.googlenet import BLOCKS, GoogLeNet, from_torchvision
 from relrank.model.weights import load_pretrained
 
-from conftest import jit_features, ported_module
+from conftest import jit_features, ported_module, randomise_batchnorm
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -66,14 +66,7 @@ class Reference(nn.Module):
 
 def test_googlenet_torchvision_port_matches_pytorch(tmp_path):
     torch.manual_seed(0)
-    reference = Reference().eval()
-    with torch.no_grad():
-        for module in reference.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
+    reference = randomise_batchnorm(Reference())
     tensors = {k: v.numpy() for k, v in reference.state_dict().items()}
     assert "inception4e.branch4.1.conv.weight" in tensors and "inception3a.branch2.1.bn.running_var" in tensors
     model = ported_module(lambda: GoogLeNet(rngs=nnx.Rngs(0)), from_torchvision(tensors))

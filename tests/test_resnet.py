@@ -11,7 +11,7 @@ from flax import nnx
 from relrank.model.resnet import STAGES, ResNet50, from_torchvision
 from relrank.model.weights import load_pretrained
 
-from conftest import jit_features, ported_module
+from conftest import jit_features, ported_module, randomise_batchnorm
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -56,14 +56,7 @@ class Reference(nn.Module):
 
 def test_resnet50_torchvision_port_matches_pytorch(tmp_path):
     torch.manual_seed(0)
-    reference = Reference().eval()
-    with torch.no_grad():
-        for module in reference.modules():
-            if isinstance(module, nn.BatchNorm2d):  # statistics and affine parameters away from their defaults
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
+    reference = randomise_batchnorm(Reference())
     tensors = {k: v.numpy() for k, v in reference.state_dict().items()}
     model = ported_module(lambda: ResNet50(rngs=nnx.Rngs(0)), from_torchvision(tensors))
     images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
