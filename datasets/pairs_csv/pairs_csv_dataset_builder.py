@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 from relrank_datasets import image_files, pair_index, sources
 
 LABELS = {"more": 1.0, "1": 1.0, "1.0": 1.0, "less": 0.0, "0": 0.0, "0.0": 0.0, "equal": 0.5, "0.5": 0.5}
+RETRACTION = "undo"  # a row with this label withdraws the latest earlier answer to its pair by its annotator
 REQUIRED_COLUMNS = ("image_a", "image_b", "attribute", "label")
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -36,16 +37,18 @@ def read_text(csv_path: str) -> str:
 
 
 def read_annotations(csv_path: str, known_images: set[str], refused: dict[str, str] | None = None,
-                     unique_pairs: bool = False) -> list[dict]:
+                     unique_pairs: bool = False, allow_empty: bool = False) -> list[dict]:
     """Parse and validate the CSV; one SourceFilesError lists every problem with its line number.
 
     `refused` maps image names that exist but may not be used to the reason. A pair annotated more than
     once (crowd votes) is kept as every vote, unless `unique_pairs`, which refuses repeats as problems.
+    A row labelled `undo` (relrank annotate's undo) withdraws the latest earlier answer to the same pair and
+    attribute by the same annotator (the optional `annotator` column). Extra columns (`time`) are ignored.
     """
     refused = refused or {}
     problems: list[str] = []
-    rows: list[dict] = []
-    seen: dict[tuple, tuple[int, float]] = {}
+    answers: list[dict] = []  # every answer row, retracted ones set to None
+    latest: dict[tuple, list[int]] = {}  # (annotator, attribute, pair) -> its answers' indices, oldest first
     text = read_text(csv_path)
     if not text.strip():
         raise sources.SourceFilesError(f"{csv_path} is empty; expected the header {','.join(REQUIRED_COLUMNS)}")
@@ -66,37 +69,51 @@ def read_annotations(csv_path: str, known_images: set[str], refused: dict[str, s
             problems.append(f"line {line}: more fields than the header has (quote names that hold a comma)")
             continue
         a, b, attr = row["image_a"].strip(), row["image_b"].strip(), row["attribute"].strip()
-        label = LABELS.get(row["label"].strip().lower())
+        word = row["label"].strip().lower()
+        label = LABELS.get(word)
         split = (row.get("split") or "").strip().lower()
         for name in (a, b):
             if name in refused:
                 problems.append(f"line {line}: {name!r} {refused[name]}")
             elif name not in known_images:
                 unknown.append(f"line {line}: {name!r}")
-        if label is None:
-            problems.append(f"line {line}: label {row['label']!r} is not more/less/equal or 1/0/0.5")
+        if label is None and word != RETRACTION:
+            problems.append(f"line {line}: label {row['label']!r} is not more/less/equal, 1/0/0.5 or {RETRACTION}")
             continue
         if split not in ("", "train", "test"):
             problems.append(f"line {line}: split {split!r} is not train or test")
         if a == b:
             problems.append(f"line {line}: {a!r} is compared with itself")
             continue
-        key = (attr, min(a, b), max(a, b))
-        oriented = label if a < b else 1.0 - label
+        key = ((row.get("annotator") or "").strip(), attr, min(a, b), max(a, b))
+        if word == RETRACTION:
+            if not latest.get(key):
+                problems.append(f"line {line}: undoes an answer that is not there ({a!r} vs {b!r}, {attr})")
+            else:
+                answers[latest[key].pop()] = None
+            continue
+        latest.setdefault(key, []).append(len(answers))
+        answers.append(dict(a=a, b=b, attribute=attr, target=label, split=split, line=line))
+    rows: list[dict] = []
+    seen: dict[tuple, tuple[int, float]] = {}
+    for r in filter(None, answers):
+        line = r.pop("line")
+        key = (r["attribute"], min(r["a"], r["b"]), max(r["a"], r["b"]))
+        oriented = r["target"] if r["a"] < r["b"] else 1.0 - r["target"]
         if key in seen and unique_pairs:
             first_line, first_label = seen[key]
             verb = "duplicates" if first_label == oriented else "contradicts"
-            problems.append(f"line {line}: {verb} line {first_line} ({a!r} vs {b!r}, {attr})")
+            problems.append(f"line {line}: {verb} line {first_line} ({r['a']!r} vs {r['b']!r}, {r['attribute']})")
             continue
         seen.setdefault(key, (line, oriented))
-        rows.append(dict(a=a, b=b, attribute=attr, target=label, split=split))
+        rows.append(r)
     if unknown:
         problems.append(f"{len(unknown)} unknown image name(s), e.g. " + "; ".join(unknown[:5]))
     if problems:
         shown = "\n  ".join(problems[:MAX_REPORTED])
         more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
         raise sources.SourceFilesError(f"{csv_path} has {len(problems)} problem(s):\n  {shown}{more}")
-    if not rows:
+    if not rows and not allow_empty:
         raise sources.SourceFilesError(f"{csv_path} has a header but no pairs")
     return rows
 
@@ -125,9 +142,9 @@ def vote_counts(votes: dict[tuple, list[float]]) -> dict[str, int]:
 
 
 def image_names(images_root: str) -> tuple[set[str], dict[str, str]]:
-    """Names (relative to images/) of the files that may be used, and of links that may not, with why.
+    """Names (relative to the images folder) of the files that may be used, and of links that may not, with why.
 
-    A symbolic link is refused when it leads outside images/, as a name with ../ is.
+    A symbolic link is refused when it leads outside the images folder, as a name with ../ is.
     """
     real_root = os.path.realpath(images_root)
     known, refused = set(), {}
@@ -137,10 +154,16 @@ def image_names(images_root: str) -> tuple[set[str], dict[str, str]]:
             name = os.path.relpath(path, images_root).replace(os.sep, "/")
             target = os.path.realpath(path)
             if os.path.commonpath([real_root, target]) != real_root:
-                refused[name] = f"is a link to {target}, outside images/; copy the file into images/ instead"
+                refused[name] = (f"is a link to {target}, outside {os.path.basename(real_root)}/; "
+                                 f"copy the file into {os.path.basename(real_root)}/ instead")
             else:
                 known.add(name)
     return known, refused
+
+
+def images_folder(root: str) -> str:
+    """Where the images of an annotation folder are: its images/ sub-folder, else the folder itself."""
+    return os.path.join(root, "images") if os.path.isdir(os.path.join(root, "images")) else root
 
 
 def split_by_image(names: list[str]) -> set[str]:
@@ -176,9 +199,12 @@ class Builder(image_files.ImageFilesBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Point --manual_dir at a folder holding images/ (your images, in any
-    sub-folders) and pairs.csv with the header image_a,image_b,attribute,label
-    and optionally split. Image names are paths relative to images/. label is
-    more, less or equal (or 1, 0, 0.5): how image_a compares with image_b.
+    sub-folders; or the images in the folder itself, as relrank annotate
+    leaves them) and pairs.csv with the header image_a,image_b,attribute,label
+    and optionally split, annotator and time. Image names are paths relative
+    to images/ (or to the folder). label is more, less or equal (or 1, 0,
+    0.5): how image_a compares with image_b; undo withdraws the latest earlier
+    answer to that pair by the same annotator.
     split is train or test; without it, 20% of the images (seeded) are held out
     for testing and pairs that straddle the two sets are left out. A pair may
     be annotated several times (crowd votes): training uses every vote, a test
@@ -199,7 +225,7 @@ class Builder(image_files.ImageFilesBuilder):
     def _split_generators(self, dl_manager):
         root = image_files.manual_dir(self, dl_manager)
         instructions = self.MANUAL_DOWNLOAD_INSTRUCTIONS
-        images_root = sources.require(os.path.join(root, "images"), instructions)
+        images_root = images_folder(sources.require(root, instructions))
         known, refused = image_names(images_root)
         rows = read_annotations(sources.require(os.path.join(root, "pairs.csv"), instructions), known, refused,
                                 self.unique_pairs)

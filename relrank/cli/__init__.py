@@ -1,4 +1,4 @@
-"""The `relrank` command: `relrank train|evaluate|score|saliency|embed|convert|export`, one module per command.
+"""The `relrank` command: `relrank train|evaluate|score|saliency|embed|convert|export|annotate`, one module per command.
 
 Each command module has `DESCRIPTION`, `parser(prog)` and `main(argv, prog)`; `train.py`, `evaluate.py` and
 `python -m relrank` are aliases that pass their own name as `prog`, so every --help names the command typed.
@@ -19,6 +19,7 @@ COMMANDS = {  # name -> what it does (its module's DESCRIPTION says more)
     "embed": "t-SNE of fc7 features before and after fine-tuning",
     "convert": "convert pretrained VGG-16 weights to relrank's .safetensors layout",
     "export": "a trained ranker as a jax.export artifact that scores images without relrank",
+    "annotate": "collect pairs for your own attribute in the browser, the next pair chosen by the model",
 }
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 
+from relrank.data.images import IMAGE_EXTENSIONS
 from relrank.errors import UserError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
 def image_paths(inputs: list[str]) -> list[str]:

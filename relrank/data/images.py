@@ -29,6 +29,7 @@ from relrank.errors import UserError
 
 BACKGROUND = (255, 255, 255)
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")  # found in folders
 
 
 class ImageDecodeError(UserError, ValueError):

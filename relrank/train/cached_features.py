@@ -73,7 +73,7 @@ def cache_path(config: Config) -> str:
     return os.path.join(cache_dir(config), re.sub(r"[^\w.+-]", "_", name) + ".npz")
 
 
-def _read(path: str, key: dict) -> tuple[np.ndarray, np.ndarray]:
+def read_cache(path: str, key: dict) -> tuple[np.ndarray, np.ndarray]:
     """(ids, features) of a cache file, or empty ones if there is none; a stale or damaged one is refused."""
     if not os.path.exists(path):
         return np.zeros((0,), np.int64), None
@@ -93,7 +93,7 @@ def _read(path: str, key: dict) -> tuple[np.ndarray, np.ndarray]:
     return ids, table
 
 
-def _write(path: str, key: dict, ids: np.ndarray, table: np.ndarray) -> None:
+def write_cache(path: str, key: dict, ids: np.ndarray, table: np.ndarray) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, key=np.asarray(json.dumps(key, sort_keys=True)), ids=ids, features=table)
@@ -105,7 +105,7 @@ def attach_features(config: Config, params: dict, splits: list, mesh) -> dict:
     them, computed (and cached) otherwise; returns what was done, for the run's summary."""
     started = time.perf_counter()
     path, key = cache_path(config), cache_key(config)
-    ids, table = _read(path, key)
+    ids, table = read_cache(path, key)
     wanted = np.unique(np.concatenate([split.ids for split in splits]))
     missing = np.setdiff1d(wanted, ids)
     if len(missing):
@@ -116,7 +116,7 @@ def attach_features(config: Config, params: dict, splits: list, mesh) -> dict:
         ids = np.concatenate([ids, missing])
         table = new if table is None else np.concatenate([table, new])
         if distributed.is_main():
-            _write(path, key, ids, table)
+            write_cache(path, key, ids, table)
     row_of = {int(i): r for r, i in enumerate(ids)}
     for split in splits:
         split.images = table[[row_of[int(i)] for i in split.ids]]

@@ -1,0 +1,109 @@
+"""The annotation folder: its readable images, the lock that lets one server write to it, and nothing else.
+
+`--images=DIR`: the images are DIR's own files (in any sub-folders), or DIR/images/ when it exists (the
+layout `--dataset=pairs_csv` reads); the answers go to DIR/pairs.csv either way. Only the images found here
+are ever served: a name is looked up, never joined to a path, so `..` and links out of the folder cannot
+reach other files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import sys
+import tempfile
+
+from PIL import Image
+
+from relrank.data.images import IMAGE_EXTENSIONS
+from relrank.errors import UserError
+from relrank_datasets.pairs_csv.pairs_csv_dataset_builder import image_names, images_folder
+
+LOCK_FILE = ".relrank-annotate.lock"
+
+
+@dataclasses.dataclass(frozen=True)
+class Folder:
+    root: str  # DIR, where pairs.csv is
+    images_root: str  # where the images are
+    names: tuple[str, ...]  # readable images, paths relative to images_root with '/', sorted
+    unreadable: tuple[str, ...]
+
+    @property
+    def pairs_csv(self) -> str:
+        return os.path.join(self.root, "pairs.csv")
+
+    def path(self, name: str) -> str:
+        """The file of an image name this folder holds (a name it does not hold is a KeyError)."""
+        if name not in self.index:
+            raise KeyError(name)
+        return os.path.join(self.images_root, *name.split("/"))
+
+    @property
+    def index(self) -> dict[str, int]:
+        return self.__dict__.setdefault("_index", {n: i for i, n in enumerate(self.names)})
+
+
+def readable(path: str) -> bool:
+    """Whether PIL recognises the file as an image (its header; decoding errors show when it is shown)."""
+    try:
+        with Image.open(path) as image:
+            image.size
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: not an image we can show
+        return False
+
+
+def open_folder(root: str) -> Folder:
+    """The folder's images; fewer than two readable ones is a one-line error, unreadable ones are listed once."""
+    if not os.path.isdir(root):
+        raise UserError(f"--images={root} is not a folder")
+    images_root = images_folder(root)
+    known, refused = image_names(images_root)
+    candidates = sorted(n for n in known if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
+    good = [n for n in candidates if readable(os.path.join(images_root, n))]
+    bad = sorted(set(candidates) - set(good)) + sorted(refused)
+    if bad:
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        print(f"skipping {len(bad)} unreadable image file(s) or links out of the folder in {images_root}: {shown}",
+              file=sys.stderr)
+    if len(good) < 2:
+        raise UserError(f"{images_root} holds {len(good)} readable image(s) ({', '.join(IMAGE_EXTENSIONS)}); "
+                        f"annotating needs at least two")
+    return Folder(os.path.abspath(root), os.path.abspath(images_root), tuple(good), tuple(bad))
+
+
+def check_writable(folder: Folder) -> None:
+    """A one-line error before serving when the answers could not be saved."""
+    target = folder.pairs_csv if os.path.exists(folder.pairs_csv) else folder.root
+    try:
+        if target == folder.root:
+            tempfile.TemporaryFile(dir=folder.root).close()  # a read-only mount refuses even root
+        elif not os.access(target, os.W_OK):
+            raise PermissionError(target)
+    except OSError:
+        raise UserError(f"{target} is read-only: answers could not be saved; make it writable or copy the images "
+                        f"to a folder you can write to") from None
+
+
+def lock(folder: Folder):
+    """Hold the folder's lock for this process's life: a second `relrank annotate` on it is refused.
+
+    Returns the open lock file (keep it open). The lock is the kernel's (flock): it is released when the
+    process ends, even by kill -9, so a crashed server never leaves the folder locked."""
+    path = os.path.join(folder.root, LOCK_FILE)
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise UserError(f"{folder.root} is being annotated by another relrank annotate ({holder}); stop it, or use "
+                        f"its page (several tabs and annotators can share one server)") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle

@@ -1,0 +1,115 @@
+"""The annotation page and its JSON API (Flask), over a Session.
+
+    GET  /                      the page (keyboard and mouse)
+    GET  /api/next?attr=A       {"attr": A, "a": name, "b": name}: the next pair ({"attr": A, "done": true}: none left)
+    POST /api/answer            {"attr", "a", "b", "label": "more"|"less"|"equal"[, "annotator"]} -> {"ok": true}
+                                once on disk (label: how a compares with b)
+    POST /api/skip              {"attr", "a", "b"}: not answered; the pair is withdrawn
+    POST /api/undo              {["annotator"]} -> {"ok": true, "undone": {...}}: the latest answer retracted
+    GET  /api/status            answers per attribute, pairs per minute, the ranker's validation accuracy
+    GET  /images/<name>         an image of the folder (only those: names are looked up, never joined to paths)
+
+With a token every request carries it (`?token=` or the header X-Relrank-Token); without, 403.
+Refused requests get status 400 and {"ok": false, "error": why}.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from importlib import resources
+
+from flask import Flask, abort, jsonify, request, send_file
+from markupsafe import escape
+
+from relrank.annotate.session import AnswerRefused, Session
+
+TOKEN_HEADER = "X-Relrank-Token"
+
+
+def create_app(session: Session, token: str = "", annotator: str = "") -> Flask:
+    app = Flask("relrank.annotate")
+    app.json.sort_keys = False
+    page = resources.files("relrank.annotate").joinpath("page.html").read_text()
+
+    @app.before_request
+    def check_token():
+        if token:
+            given = request.args.get("token") or request.headers.get(TOKEN_HEADER) or ""
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return jsonify(ok=False, error="missing or wrong token (open the URL the server printed)"), 403
+        return None
+
+    @app.errorhandler(AnswerRefused)
+    def refused(error):
+        return jsonify(ok=False, error=str(error)), 400
+
+    @app.errorhandler(404)
+    def not_found(error):
+        return jsonify(ok=False, error=f"no such page or image: {request.path}"), 404
+
+    @app.errorhandler(405)
+    def wrong_method(error):
+        return jsonify(ok=False, error=f"{request.method} is not allowed on {request.path}"), 405
+
+    def body(*fields: str) -> dict:
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise AnswerRefused("the request body is not a JSON object")
+        for field in fields:
+            if not isinstance(data.get(field), str):
+                raise AnswerRefused(f"the JSON object has no string field {field!r}")
+        return data
+
+    def who(data: dict) -> str:
+        name = data.get("annotator", annotator)
+        if not isinstance(name, str) or len(name) > 100:
+            raise AnswerRefused("annotator must be a string of at most 100 characters")
+        return name
+
+    @app.get("/")
+    def index():
+        settings = dict(attributes=session.attributes, token=token)
+        # In a data attribute, escaped: names of attributes cannot break out of it.
+        return page.replace("{{settings}}", str(escape(json.dumps(settings))))
+
+    @app.get("/api/next")
+    def next_pair():
+        attr = request.args.get("attr") or session.attributes[0]
+        return jsonify(session.next_pair(attr))
+
+    @app.post("/api/answer")
+    def answer():
+        data = body("attr", "a", "b", "label")
+        session.answer(data["attr"], data["a"], data["b"], data["label"], who(data))
+        return jsonify(ok=True)
+
+    @app.post("/api/skip")
+    def skip():
+        data = body("attr", "a", "b")
+        session.skip(data["attr"], data["a"], data["b"])
+        return jsonify(ok=True)
+
+    @app.post("/api/undo")
+    def undo():
+        data = request.get_json(silent=True) if request.data else {}
+        if not isinstance(data, dict):
+            raise AnswerRefused("the request body is not a JSON object")
+        undone = session.undo(who(data))
+        if undone is None:
+            return jsonify(ok=False, error="nothing to undo"), 400
+        return jsonify(ok=True, undone=undone)
+
+    @app.get("/api/status")
+    def status():
+        return jsonify(session.status())
+
+    @app.get("/images/<path:name>")
+    def image(name: str):
+        try:
+            path = session.folder.path(name)
+        except KeyError:
+            abort(404)
+        return send_file(path, max_age=3600)
+
+    return app

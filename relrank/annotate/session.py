@@ -1,0 +1,190 @@
+"""An annotation session: the state the server's requests share, and the ranker retraining behind them.
+
+Per attribute it knows the pairs answered (never asked again unless `repeats`) and the pairs on offer (a
+pair is answered only if it was offered: a page cannot record pairs it was never shown). Picking a pair
+reads the latest scores and never waits for training: a background thread computes the image features
+once, then refits the ranker of an attribute every `retrain_every` new answers, on 4/5 of its answers for
+the validation accuracy shown on the page, then on all of them for picking.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import zlib
+
+import numpy as np
+
+from relrank.annotate.answers import AnswerLog
+from relrank.annotate.folder import Folder
+from relrank.annotate.selection import WARMUP, Selector
+from relrank.data.pairs import Pairs
+
+TARGETS = {"more": 1.0, "less": 0.0, "equal": 0.5}
+OFFERS_KEPT = 512  # outstanding offers remembered per attribute (pages that went away leave theirs behind)
+RATE_WINDOW = 300.0  # seconds over which pairs per minute is measured
+
+
+class AnswerRefused(ValueError):
+    """A request the session refuses (the message says why); the server answers it with status 400."""
+
+
+class Session:
+    def __init__(self, folder: Folder, log: AnswerLog, attributes: list[str], strategy: str = "active",
+                 retrain_every: int = 20, repeats: bool = False, features=None, seed: int = 0,
+                 warmup: int = WARMUP):
+        """`features`: a function returning the images' features [images, D] (called once, in the background
+        thread), or None for no ranker (random pairs only)."""
+        self.folder, self.log, self.strategy, self.repeats = folder, log, strategy, repeats
+        self.retrain_every = retrain_every
+        self.attributes = list(dict.fromkeys(attributes + [a["attribute"] for a in log.answers]))
+        self.lock = threading.Lock()
+        self.selectors = {a: Selector(len(folder.names), strategy, seed + k, warmup=warmup) for k, a in enumerate(self.attributes)}
+        self.offered: dict[str, dict[frozenset, float]] = {a: {} for a in self.attributes}  # index pairs on offer
+        self.answered: dict[str, dict[frozenset, int]] = {a: {} for a in self.attributes}  # index pairs -> answers
+        for answer in log.answers:
+            self._count(answer, +1)
+        self.times: list[float] = []  # when each answer of this session came
+        self.scores: dict[str, np.ndarray] = {}
+        self.val_accuracy: dict[str, float] = {}
+        self.fitted_at: dict[str, int] = {}  # answers the attribute's ranker was last fitted on
+        self.ranker_state = "no ranker (--strategy=random)" if features is None else "computing image features"
+        self._features, self._rankers = features, {}
+        self._wake = threading.Event()
+        self._stop = False
+        self.thread = threading.Thread(target=self._train_forever, daemon=True, name="relrank-annotate-ranker")
+        if features is not None:
+            self.thread.start()
+
+    # Requests.
+    def _check(self, attr: str, *names: str) -> None:
+        if attr not in self.selectors:
+            raise AnswerRefused(f"unknown attribute {attr!r}; this session has {', '.join(self.attributes)}")
+        for name in names:
+            if name not in self.folder.index:
+                raise AnswerRefused(f"unknown image {name!r}")
+
+    def _key(self, a: str, b: str) -> frozenset:
+        return frozenset((self.folder.index[a], self.folder.index[b]))
+
+    def _count(self, answer: dict, change: int) -> None:
+        counts = self.answered[answer["attribute"]]
+        key = self._key(answer["a"], answer["b"])
+        counts[key] = counts.get(key, 0) + change
+        if not counts[key]:
+            del counts[key]
+
+    def next_pair(self, attr: str) -> dict:
+        """The next pair to ask for `attr` ({"a", "b"} names), now on offer; {"done": True} when none is left."""
+        self._check(attr)
+        with self.lock:
+            offered, answered = self.offered[attr], self.answered[attr]
+            taken = offered if self.repeats else collections.ChainMap(offered, answered)
+            pick = self.selectors[attr].pick(self.scores.get(attr), taken, sum(answered.values()))
+            if pick is None:
+                return dict(attr=attr, done=True)
+            offered[frozenset(pick)] = time.time()
+            while len(offered) > OFFERS_KEPT:
+                offered.pop(next(iter(offered)))
+        return dict(attr=attr, a=self.folder.names[pick[0]], b=self.folder.names[pick[1]])
+
+    def answer(self, attr: str, a: str, b: str, label: str, annotator: str = "") -> dict:
+        """Record an answer to an offered pair (on disk when this returns)."""
+        self._check(attr, a, b)
+        if label not in TARGETS:
+            raise AnswerRefused(f"label {label!r} is not more, less or equal")
+        key = self._key(a, b)
+        with self.lock:
+            if key not in self.offered[attr]:
+                raise AnswerRefused(f"{a!r} vs {b!r} was not offered for {attr!r} (ask /api/next for a pair)")
+            answer = self.log.add(a, b, attr, label, annotator)
+            del self.offered[attr][key]
+            self._count(answer, +1)
+            self.times.append(time.time())
+        self._wake.set()
+        return answer
+
+    def skip(self, attr: str, a: str, b: str) -> None:
+        """Withdraw an offered pair without answering it (it may be offered again later)."""
+        self._check(attr, a, b)
+        with self.lock:
+            self.offered[attr].pop(self._key(a, b), None)
+
+    def undo(self, annotator: str = "") -> dict | None:
+        """Retract `annotator`'s latest answer; its pair is on offer again (the page asks it again)."""
+        with self.lock:
+            answer = self.log.retract(annotator)
+            if answer is not None:
+                self._count(answer, -1)
+                self.offered[answer["attribute"]][self._key(answer["a"], answer["b"])] = time.time()
+                if self.times:
+                    self.times.pop()
+        return answer
+
+    def status(self) -> dict:
+        now = time.time()
+        recent = [t for t in self.times if now - t <= RATE_WINDOW]
+        span = max(now - recent[0], 60.0) if recent else RATE_WINDOW
+        counts = {a: sum(self.answered[a].values()) for a in self.attributes}
+        return dict(
+            images=len(self.folder.names), attributes=self.attributes, answers=counts,
+            answers_this_session=len(self.times), pairs_per_minute=round(60.0 * len(recent) / span, 1),
+            strategy=self.strategy, ranker=self.ranker_state,
+            val_accuracy={a: (None if np.isnan(v) else round(v, 1)) for a, v in self.val_accuracy.items()},
+            fitted_on=dict(self.fitted_at), pairs_csv=self.folder.pairs_csv)
+
+    # The ranker, in the background.
+    def _train_forever(self) -> None:
+        from relrank.annotate.linear import LinearRanker
+
+        def progress(done: int, total: int) -> None:
+            if self._stop:
+                raise _Stopped
+            self.ranker_state = f"computing image features {done}/{total}"
+
+        try:
+            table = self._features(progress)
+        except _Stopped:
+            return
+        except Exception as error:  # noqa: BLE001 - shown on the page; pairs stay random
+            self.ranker_state = f"no ranker: features failed ({type(error).__name__}: {error})"[:300]
+            return
+        self.ranker_state = "waiting for answers"
+        while not self._stop:
+            for attr in self.attributes:
+                answers = [a for a in self.log.answers if a["attribute"] == attr]
+                if len(answers) >= max(self.retrain_every, 2) and \
+                        len(answers) - self.fitted_at.get(attr, 0) >= self.retrain_every:
+                    started = time.perf_counter()
+                    if attr not in self._rankers:
+                        self._rankers[attr] = (LinearRanker(table), LinearRanker(table))
+                    self._refit(attr, answers, *self._rankers[attr])
+                    self.ranker_state = (f"refitted {attr} on {len(answers)} answers in "
+                                         f"{time.perf_counter() - started:.2f} s")
+            self._wake.wait(timeout=5.0)
+            self._wake.clear()
+
+    def _refit(self, attr: str, answers: list[dict], validated, picking) -> None:
+        index = self.folder.index
+        a = np.array([index[x["a"]] for x in answers])
+        b = np.array([index[x["b"]] for x in answers])
+        target = np.array([TARGETS[x["label"]] for x in answers], np.float32)
+        held = np.array([zlib.crc32("\0".join(sorted((x["a"], x["b"]))).encode()) % 5 == 0 for x in answers])
+        if held.any() and (~held).any():
+            validated.fit(Pairs(a[~held], b[~held], target[~held]))
+            self.val_accuracy[attr] = validated.accuracy(Pairs(a[held], b[held], target[held]))
+        picking.fit(Pairs(a, b, target))
+        self.scores[attr] = picking.scores()
+        self.fitted_at[attr] = len(answers)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the ranker's thread (after the chunk of images or the refit it is at)."""
+        self._stop = True
+        self._wake.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+
+class _Stopped(Exception):
+    """Raised in the ranker's thread to stop computing features when the session closes."""

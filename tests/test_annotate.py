@@ -1,0 +1,413 @@
+"""relrank annotate: the JSON API through Flask's test client, the answers file (append-only, retractions,
+restarts, a kill -9 during a burst), bad input, and the page in a real headless Chromium."""
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from relrank.annotate import folder as folders
+from relrank.annotate.answers import AnswerLog
+from relrank.annotate.selection import Selector
+from relrank.annotate.server import create_app
+from relrank.annotate.session import Session
+from relrank.errors import UserError
+from relrank_datasets.pairs_csv.pairs_csv_dataset_builder import read_annotations
+from relrank_datasets.sources import SourceFilesError
+
+XSS_NAME = '"><img src=x onerror=alert(1)>.png'
+
+
+def make_images(root, count, names=()):
+    """`count` small PNGs (shape_00.png, ...) plus `names`, each a distinct image."""
+    os.makedirs(root, exist_ok=True)
+    all_names = [f"shape_{k:02d}.png" for k in range(count)] + list(names)
+    for k, name in enumerate(all_names):
+        Image.fromarray(np.full((16, 16, 3), (k * 7) % 256, np.uint8)).save(os.path.join(root, name))
+    return all_names
+
+
+def open_session(root, attributes=("warm",), strategy="random", **kwargs):
+    folder = folders.open_folder(str(root))
+    log = AnswerLog(folder.pairs_csv, set(folder.names))
+    return Session(folder, log, list(attributes), strategy, **kwargs)
+
+
+def standing(root):
+    """The answers pairs.csv holds, read by the pairs_csv builder's parser (retractions applied), in order."""
+    rows = read_annotations(os.path.join(root, "pairs.csv"), set(folders.open_folder(str(root)).names),
+                            allow_empty=True)
+    return [(r["a"], r["b"], r["attribute"], {1.0: "more", 0.0: "less", 0.5: "equal"}[r["target"]]) for r in rows]
+
+
+@pytest.fixture
+def api(tmp_path):
+    make_images(tmp_path, 6)
+    session = open_session(tmp_path, ("warm", "round"))
+    client = create_app(session, annotator="ann").test_client()
+    return client, session, tmp_path
+
+
+def ask(client, attr="warm", **params):
+    response = client.get("/api/next", query_string=dict(attr=attr, **params))
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def test_api_answers_undo_status_and_images(api):
+    client, session, root = api
+    pairs = []
+    for label in ("more", "less", "equal"):
+        pair = ask(client)
+        assert pair["attr"] == "warm" and pair["a"] != pair["b"]
+        assert client.post("/api/answer", json=dict(pair, label=label)).json == {"ok": True}
+        pairs.append((pair["a"], pair["b"], "warm", label))
+        assert standing(root) == pairs  # on disk when acknowledged
+    pair = ask(client, "round")
+    assert client.post("/api/answer", json=dict(pair, label="more")).status_code == 200
+    undone = client.post("/api/undo", json={}).json
+    assert undone["ok"] and (undone["undone"]["a"], undone["undone"]["b"]) == (pair["a"], pair["b"])
+    assert standing(root) == pairs
+    lines = open(root / "pairs.csv").read().splitlines()
+    assert lines[0] == "image_a,image_b,attribute,label,annotator,time"
+    assert lines[-1].startswith(f"{pair['a']},{pair['b']},round,undo,ann,")  # a recorded retraction, not an edit
+    # The undone pair is on offer again and can be answered again.
+    assert client.post("/api/answer", json=dict(pair, attr="round", label="less")).json == {"ok": True}
+    status = client.get("/api/status").json
+    assert status["answers"] == {"warm": 3, "round": 1} and status["images"] == 6
+    assert status["answers_this_session"] == 4 and status["pairs_per_minute"] > 0
+    image = client.get("/images/shape_02.png")
+    assert image.status_code == 200 and image.data == open(root / "shape_02.png", "rb").read()
+    page = client.get("/").get_data(as_text=True)
+    assert "relrank annotate" in page and "warm" in page
+
+
+def test_every_pair_once_then_done_and_a_restart_resumes(tmp_path):
+    make_images(tmp_path, 4)  # 6 pairs
+    session = open_session(tmp_path)
+    client = create_app(session).test_client()
+    seen = set()
+    for _ in range(5):
+        pair = ask(client)
+        seen.add(frozenset((pair["a"], pair["b"])))
+        client.post("/api/answer", json=dict(pair, label="more"))
+    assert len(seen) == 5
+    session.close()
+    client = create_app(open_session(tmp_path)).test_client()  # a restart: the CSV is read back
+    last = ask(client)
+    assert frozenset((last["a"], last["b"])) not in seen
+    client.post("/api/answer", json=dict(last, label="less"))
+    assert ask(client) == {"attr": "warm", "done": True}
+    repeats = create_app(open_session(tmp_path, repeats=True)).test_client()
+    assert "a" in ask(repeats)  # --repeats asks answered pairs again
+
+
+def test_bad_requests_are_refused_with_a_reason(api):
+    client, session, root = api
+    pair = ask(client)
+    cases = [
+        (dict(pair, a="nope.png", label="more"), "unknown image 'nope.png'"),
+        (dict(pair, attr="colour", label="more"), "unknown attribute 'colour'"),
+        (dict(pair, label="bigger"), "label 'bigger' is not more, less or equal"),
+        ({"attr": "warm", "a": pair["a"]}, "no string field 'b'"),
+    ]
+    other = [n for n in session.folder.names if n not in (pair["a"], pair["b"])]
+    cases.append((dict(pair, b=other[0], label="more"), "was not offered"))
+    for body, why in cases:
+        response = client.post("/api/answer", json=body)
+        assert response.status_code == 400 and why in response.json["error"], (body, response.json)
+    malformed = client.post("/api/answer", data="{not json", content_type="application/json")
+    assert malformed.status_code == 400 and "not a JSON object" in malformed.json["error"]
+    assert client.get("/api/next?attr=colour").status_code == 400
+    assert client.post("/api/undo", json={}).json == {"ok": False, "error": "nothing to undo"}
+    assert client.get("/api/answer").status_code == 405
+    assert standing(root) == []  # nothing refused was written
+
+
+def test_only_the_folders_images_are_served(tmp_path):
+    secret = tmp_path / "secret.png"
+    make_images(tmp_path / "outside", 1)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(secret)
+    root = tmp_path / "folder"
+    make_images(root, 3, [XSS_NAME])
+    os.symlink(secret, root / "escape.png")
+    session = open_session(root)
+    assert "escape.png" not in session.folder.names and XSS_NAME in session.folder.names
+    client = create_app(session).test_client()
+    for path in ("/images/../secret.png", "/images/%2e%2e/secret.png", "/images/..%2fsecret.png",
+                 "/images/escape.png", "/images/pairs.csv", f"/images/{tmp_path}/secret.png",
+                 "/images/.relrank-annotate.lock"):
+        response = client.get(path, follow_redirects=True)  # (werkzeug redirects // to /)
+        assert response.status_code == 404 and response.data != secret.read_bytes(), path
+    assert client.get("/images/" + XSS_NAME.replace(">", "%3E").replace('"', "%22")).status_code == 200
+
+
+def test_a_token_is_required_when_set(tmp_path):
+    make_images(tmp_path, 3)
+    client = create_app(open_session(tmp_path), token="s3cret").test_client()
+    for path in ("/", "/api/next", "/api/status", "/images/shape_00.png"):
+        response = client.get(path)
+        assert response.status_code == 403 and "token" in response.json["error"], path
+    assert client.get("/api/status?token=wrong").status_code == 403
+    assert client.get("/api/status?token=s3cret").status_code == 200
+    assert client.get("/api/status", headers={"X-Relrank-Token": "s3cret"}).status_code == 200
+    assert client.post("/api/undo", json={}).status_code == 403
+
+
+def test_the_builder_reads_what_annotate_writes(tmp_path, data_dir):
+    from relrank.data.datasets import load_dataset
+
+    make_images(tmp_path, 8)
+    session = open_session(tmp_path, ("warm",))
+    for k in range(12):
+        pair = session.next_pair("warm")
+        session.answer("warm", pair["a"], pair["b"], ("more", "less", "equal")[k % 3], "ann")
+    session.undo("ann")
+    session.undo("ann")
+    dataset = load_dataset("pairs_csv", data_dir=data_dir, manual_dir=str(tmp_path))
+    assert dataset.attributes == ["warm"]
+    counted = sum(len(dataset.pairs(split, "warm")) for split in ("train", "test")) + dataset.metadata["dropped_pairs"]
+    assert counted == 10  # 12 answers, 2 retracted (images in the folder itself, no images/)
+
+
+def test_retractions_in_the_builder(tmp_path):
+    make_images(tmp_path, 3)
+    names = set(folders.open_folder(str(tmp_path)).names)
+    path = tmp_path / "pairs.csv"
+    path.write_text("image_a,image_b,attribute,label,annotator\n"
+                    "shape_00.png,shape_01.png,warm,more,ann\n"
+                    "shape_01.png,shape_00.png,warm,more,bob\n"
+                    "shape_00.png,shape_02.png,warm,less,ann\n"
+                    "shape_01.png,shape_00.png,warm,undo,ann\n")  # ann's answer to the pair, whichever way round
+    rows = read_annotations(str(path), names)
+    assert [(r["a"], r["b"], r["target"]) for r in rows] == [("shape_01.png", "shape_00.png", 1.0),
+                                                              ("shape_00.png", "shape_02.png", 0.0)]
+    with open(path, "a") as f:
+        f.write("shape_01.png,shape_02.png,warm,undo,ann\n")
+    with pytest.raises(SourceFilesError, match=r"line 6: undoes an answer that is not there"):
+        read_annotations(str(path), names)
+
+
+def test_bad_input_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="holds 1 readable image"):
+        make_images(tmp_path / "one", 1)
+        (tmp_path / "one" / "broken.jpg").write_bytes(b"not a jpeg")
+        folders.open_folder(str(tmp_path / "one"))
+    root = tmp_path / "folder"
+    make_images(root, 3)
+    (root / "broken.jpg").write_bytes(b"not a jpeg")
+    assert folders.open_folder(str(root)).unreadable == ("broken.jpg",)
+    bad = "image_a,image_b,attribute,label\nshape_00.png,shape_01.png,warm,more\nshape_00.png,shape_02.png,warm,bigger\n"
+    (root / "pairs.csv").write_text(bad)
+    with pytest.raises(UserError, match=r"(?s)line 3: label 'bigger'.*never rewrites it"):
+        open_session(root)
+    assert (root / "pairs.csv").read_text() == bad  # untouched
+    # A file without a last line end (as Excel saves) is extended, not joined onto.
+    (root / "pairs.csv").write_text(bad.splitlines()[0] + "\n" + bad.splitlines()[1])
+    session = open_session(root)
+    pair = session.next_pair("warm")
+    session.answer("warm", pair["a"], pair["b"], "less")
+    assert len(standing(root)) == 2
+
+
+def test_a_read_only_folder_is_refused_before_serving(tmp_path, monkeypatch):
+    make_images(tmp_path, 3)
+    folder = folders.open_folder(str(tmp_path))
+    os.chmod(tmp_path, 0o555)
+    try:
+        if os.access(tmp_path, os.W_OK):  # root writes anyway: make the probe fail as a read-only mount would
+            def refuse(*args, **kwargs):
+                raise PermissionError(13, "Permission denied")
+            monkeypatch.setattr(folders.tempfile, "TemporaryFile", refuse)
+        with pytest.raises(UserError, match=f"{tmp_path} is read-only: answers could not be saved"):
+            folders.check_writable(folder)
+    finally:
+        os.chmod(tmp_path, 0o755)
+
+
+def test_selection_avoids_taken_pairs_and_prefers_uncertain_ones():
+    selector = Selector(50, "active", seed=0, warmup=0, random_share=0.0)
+    scores = np.arange(50, dtype=np.float64)
+    taken = {frozenset((k, k + 1)) for k in range(0, 48, 2)}
+    picks = [selector.pick(scores, taken, answered=100) for _ in range(40)]
+    assert not any(frozenset(p) in taken for p in picks)
+    gaps = [abs(a - b) for a, b in picks]
+    assert np.median(gaps) <= 3  # random pairs of 50 have a median gap of ~15
+    counts = np.bincount(np.ravel(picks), minlength=50)
+    assert counts.max() <= 6  # spread over the images, not one asked again and again
+    random = Selector(50, "random", seed=0)
+    assert np.median([abs(a - b) for a, b in (random.pick(scores, taken, 100) for _ in range(40))]) > 8
+    assert Selector(2, "random").pick(None, {frozenset((0, 1))}, 0) is None
+
+
+def start_server(root, *flags):
+    """`relrank annotate` in a process of its own; returns (process, base URL)."""
+    process = subprocess.Popen([sys.executable, "-m", "relrank", "annotate", f"--images={root}", "--no_browser",
+                                "--port=0", *flags], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    lines = []
+    while time.time() < deadline:
+        line = process.stderr.readline()
+        lines.append(line)
+        found = re.search(r"open (http://\S+)", line)
+        if found:
+            threading.Thread(target=process.stderr.read, daemon=True).start()
+            return process, found.group(1).rstrip("/")
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError("the server did not start: " + "".join(lines))
+
+
+def call(url, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_kill_9_during_a_burst_loses_no_acknowledged_answer(tmp_path):
+    make_images(tmp_path, 40)
+    process, base = start_server(tmp_path, "--attr=warm,round", "--strategy=random")
+    acknowledged, stop = [], threading.Event()
+
+    def annotate(attr, label):
+        while not stop.is_set():
+            try:
+                pair = call(f"{base}/api/next?attr={attr}")
+                if call(f"{base}/api/answer", dict(pair, label=label)) == {"ok": True}:
+                    acknowledged.append((pair["a"], pair["b"], attr, label))
+            except Exception:  # noqa: BLE001 - the server was killed mid-request (URLError, IncompleteRead, ...)
+                return
+
+    workers = [threading.Thread(target=annotate, args=args) for args in
+               (("warm", "more"), ("warm", "less"), ("round", "equal"), ("round", "more"))]
+    for worker in workers:
+        worker.start()
+    while len(acknowledged) < 60 and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stop.set()
+    for worker in workers:
+        worker.join()
+    text = (tmp_path / "pairs.csv").read_text()
+    assert text.endswith("\n")
+    assert all(len(row) == 6 for row in csv.reader(text.splitlines()))  # no partial or interleaved line
+    on_disk = standing(tmp_path)
+    assert len(acknowledged) >= 60 and set(acknowledged) <= set(on_disk)
+    assert len(on_disk) - len(acknowledged) <= len(workers)  # at most the answers in flight
+    # A restart takes the folder again (the lock died with the process) and knows every answer.
+    process, base = start_server(tmp_path, "--strategy=random")
+    try:
+        assert sum(call(f"{base}/api/status")["answers"].values()) == len(on_disk)
+        second = subprocess.run([sys.executable, "-m", "relrank", "annotate", f"--images={tmp_path}", "--attr=warm",
+                                 "--no_browser", "--port=0"], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "is being annotated by another relrank annotate (pid" in second.stderr
+        port = base.rsplit(":", 1)[1]
+        make_images(tmp_path / "other", 2)
+        clash = subprocess.run([sys.executable, "-m", "relrank", "annotate", f"--images={tmp_path / 'other'}",
+                                "--no_browser", f"--port={port}", "--attr=warm"], capture_output=True, text=True,
+                               timeout=120)
+        assert clash.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in clash.stderr
+        assert "--port" in clash.stderr
+    finally:
+        process.kill()
+
+
+def chromium_driver():
+    """A headless Chromium driven by Selenium (the system's browser and driver), or a skip saying why."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    browser = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                    if os.path.exists(p)), None)
+    driver_path = next((p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver") if os.path.exists(p)),
+                       None)
+    if browser is None or driver_path is None:
+        pytest.skip("no Chromium and chromedriver here (Debian: apt-get install chromium chromium-driver; "
+                    ".ci/run installs them where it runs as root)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,800"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+
+
+def test_the_page_in_a_browser(tmp_path):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = chromium_driver()
+    make_images(tmp_path, 7, [XSS_NAME])  # 28 pairs
+    process, base = start_server(tmp_path, "--attr=warm,round", "--strategy=random")
+    try:
+        driver.get(base + "/")
+        body = driver.find_element(By.TAG_NAME, "body")
+        shown = lambda: body.get_attribute("data-pair")  # noqa: E731 - the pair on the page, "a\nb"
+        WebDriverWait(driver, 30).until(lambda d: shown())
+        keys = {"\ue012": "more", "\ue014": "less", "2": "equal"}  # left arrow, right arrow, 2
+        expected, names_seen = [], set()
+        for k in range(20):
+            a, b = shown().split("\n")
+            assert driver.find_element(By.ID, "name-a").text == a and driver.find_element(By.ID, "name-b").text == b
+            names_seen |= {a, b}
+            key = list(keys)[k % 3]
+            body.send_keys(key)
+            expected.append((a, b, "warm", keys[key]))
+            WebDriverWait(driver, 30).until(lambda d: shown() != f"{a}\n{b}")
+        body.send_keys("u")
+        last = expected.pop()
+        WebDriverWait(driver, 30).until(lambda d: shown() == f"{last[0]}\n{last[1]}")  # asked again
+        assert "Undone" in driver.find_element(By.ID, "message").text
+        driver.refresh()
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-pair"))
+        assert standing(tmp_path) == expected  # exactly the 19 answers, in order
+        assert XSS_NAME in names_seen  # shown as text (checked above), and never run:
+        with pytest.raises(NoAlertPresentException):
+            driver.switch_to.alert.text
+        assert not driver.find_elements(By.CSS_SELECTOR, 'img[src="x"]')
+        body = driver.find_element(By.TAG_NAME, "body")
+        body.send_keys("\ue004")  # Tab: the next attribute
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "attr-name").text == "round")
+        shot = os.environ.get("RELRANK_SCREENSHOT") or str(tmp_path / "annotate.png")
+        driver.save_screenshot(shot)
+        assert Image.open(shot).size[0] > 0
+    finally:
+        driver.quit()
+        process.kill()
+
+
+def test_the_ranker_refits_in_the_background_and_guides_the_picks(tmp_path):
+    names = make_images(tmp_path, 30)
+    strength = {name: k for k, name in enumerate(names)}  # the attribute: the image's number
+    rng = np.random.default_rng(0)
+    table = np.concatenate([np.arange(30.0)[:, None], rng.normal(size=(30, 7))], axis=1)  # one informative column
+    session = open_session(tmp_path, ("n",), "active", retrain_every=10, warmup=10,
+                           features=lambda progress: table)
+    client = create_app(session).test_client()
+    for _ in range(40):
+        pair = ask(client, "n")
+        label = "more" if strength[pair["a"]] > strength[pair["b"]] else "less"
+        client.post("/api/answer", json=dict(pair, label=label))
+    deadline = time.time() + 60
+    while session.status()["fitted_on"].get("n", 0) < 40 and time.time() < deadline:
+        time.sleep(0.05)
+    status = session.status()
+    assert status["fitted_on"] == {"n": 40} and status["ranker"].startswith("refitted n on 40 answers")
+    assert status["val_accuracy"]["n"] >= 80  # its held-out fifth of the answers
+    assert np.corrcoef(session.scores["n"], np.arange(30))[0, 1] > 0.9
+    session.selectors["n"].random_share = 0.0
+    gaps = [abs(strength[p["a"]] - strength[p["b"]]) for p in (ask(client, "n") for _ in range(10))]
+    assert np.median(gaps) <= 3  # pairs the ranker cannot tell apart: neighbours (random pairs: ~10 apart)
+    session.close()
+    assert not session.thread.is_alive()
