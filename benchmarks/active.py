@@ -11,8 +11,8 @@ the latent strengths, equal when they differ by less than the builder's tie thre
 `--noise` share of the other answers. Each answer goes through the tool's own `Selector`; the ranker
 (`relrank/annotate/linear.py`, on the tool's features) refits every `--retrain_every` answers, as the server's
 does. Test accuracy: the paper's metric on every pair of test images (ties skipped), mean over the
-attributes, then mean +- std over `--seeds` (`--tuning`: on a held-out fifth of the pool instead). Prints a table, appends RESULTS.md rows (unless --no_write),
-and plots accuracy against answers (--plot).
+attributes, then mean +- std over `--seeds` (`--tuning`: on a held-out fifth of the pool instead).
+Prints a table, appends RESULTS.md rows (unless --no_write), and plots accuracy against answers (--plot).
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ def next_pair_latency(images: int = 20000, answers: int = 5000, picks: int = 200
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, images, answers), rng.integers(0, images, answers)
     with open(os.path.join(root, "pairs.csv"), "w") as f:
-        f.write(",".join(HEADER) + "\n" + "".join(f"{names[x]},{names[y]},attr,more,,\n" for x, y in zip(a, b) if x != y))
+        f.write(",".join(HEADER) + "\n")
+        f.writelines(f"{names[x]},{names[y]},attr,more,,\n" for x, y in zip(a, b) if x != y)
     folder = Folder(root, root, names, ())
     session = Session(folder, AnswerLog(folder.pairs_csv, set(names)), ["attr"], warmup=0)
     session.scores["attr"] = rng.normal(size=images)
@@ -168,6 +169,7 @@ def main() -> None:
                         help="where the synthetic images are written (default: ~/.cache/relrank/active-synthetic)")
     parser.add_argument("--tuning", action="store_true", help="evaluate on a held-out fifth of the pool instead of "
                         "the test images (for choosing settings)")
+    parser.add_argument("--no_latency", action="store_true", help="skip timing /api/next on a large folder")
     parser.add_argument("--no_write", action="store_true", help="do not append rows to RESULTS.md")
     args = parser.parse_args()
 
@@ -217,11 +219,14 @@ def main() -> None:
               f"active does not reach random's {args.budget}-answer accuracy ({level:.2f}) within {args.budget}")
     per_fit = (simulate_seconds - sum(PICK_SECONDS)) / sessions / (args.budget / args.retrain_every)
     picks = np.array(PICK_SECONDS) * 1000
-    latency = next_pair_latency() * 1000
-    print(f"\n{saving}\nfeatures: {feature_seconds:.1f} s; simulation: {simulate_seconds:.1f} s for {sessions} sessions; "
+    print(f"\n{saving}\nfeatures: {feature_seconds:.1f} s; simulation: {simulate_seconds:.1f} s for {sessions} "
+          f"sessions; "
           f"refit (and its evaluation): {per_fit * 1000:.1f} ms; pick: median {np.median(picks):.2f} ms, max "
-          f"{picks.max():.2f} ms (pool of {len(pool)} images)\n/api/next on 20,000 images with 5,000 answers: median "
-          f"{np.median(latency):.1f} ms, 99th percentile {np.percentile(latency, 99):.1f} ms, max {latency.max():.1f} ms")
+          f"{picks.max():.2f} ms (pool of {len(pool)} images)")
+    if not args.no_latency:
+        latency = next_pair_latency() * 1000
+        print(f"/api/next on 20,000 images with 5,000 answers: median {np.median(latency):.1f} ms, 99th percentile "
+              f"{np.percentile(latency, 99):.1f} ms, max {latency.max():.1f} ms")
 
     if args.plot:
         plot(args, checkpoints, mean, attributes)

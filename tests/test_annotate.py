@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import json
 
@@ -207,7 +208,8 @@ def test_bad_input_is_one_line(tmp_path):
     make_images(root, 3)
     (root / "broken.jpg").write_bytes(b"not a jpeg")
     assert folders.open_folder(str(root)).unreadable == ("broken.jpg",)
-    bad = "image_a,image_b,attribute,label\nshape_00.png,shape_01.png,warm,more\nshape_00.png,shape_02.png,warm,bigger\n"
+    bad = ("image_a,image_b,attribute,label\nshape_00.png,shape_01.png,warm,more\n"
+           "shape_00.png,shape_02.png,warm,bigger\n")
     (root / "pairs.csv").write_text(bad)
     with pytest.raises(UserError, match=r"(?s)line 3: label 'bigger'.*never rewrites it"):
         open_session(root)
@@ -262,7 +264,7 @@ def start_server(root, *flags):
         found = re.search(r"open (http://\S+)", line)
         if found:
             threading.Thread(target=process.stderr.read, daemon=True).start()
-            return process, found.group(1).rstrip("/")
+            return process, found.group(1).removesuffix("/")
         if not line and process.poll() is not None:
             break
     process.kill()
@@ -321,6 +323,19 @@ def test_kill_9_during_a_burst_loses_no_acknowledged_answer(tmp_path):
                                timeout=120)
         assert clash.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in clash.stderr
         assert "--port" in clash.stderr
+    finally:
+        process.kill()
+
+
+def test_listening_beyond_this_machine_needs_a_token(tmp_path):
+    make_images(tmp_path, 3)
+    process, url = start_server(tmp_path, "--attr=warm", "--strategy=random", "--host=0.0.0.0")
+    try:
+        token = re.search(r"\?token=([\w-]{16,})$", url).group(1)  # generated, and printed in the URL
+        base = url.split("/?")[0].replace("0.0.0.0", "127.0.0.1")
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            call(f"{base}/api/status")
+        assert call(f"{base}/api/status?token={token}")["images"] == 3
     finally:
         process.kill()
 
@@ -411,3 +426,28 @@ def test_the_ranker_refits_in_the_background_and_guides_the_picks(tmp_path):
     assert np.median(gaps) <= 3  # pairs the ranker cannot tell apart: neighbours (random pairs: ~10 apart)
     session.close()
     assert not session.thread.is_alive()
+
+
+def test_the_active_learning_simulator_on_synthetic_shapes(tmp_path):
+    """benchmarks/active.py end to end at a small budget (the PubFig figures are in RESULTS.md)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    plot = tmp_path / "curves.png"
+    result = subprocess.run(
+        [sys.executable, os.path.join(repo, "benchmarks", "active.py"), "--dataset=synthetic", "--images=90",
+         "--budget=100", "--seeds=1", "--attrs=brightness", "--model=vgg16_small", "--image_size=32", "--no_write",
+         "--no_latency",
+         f"--plot={plot}", f"--images_dir={tmp_path / 'images'}"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = dict(re.findall(r"^\| (\d+) \| (.*) \|$", result.stdout, re.M))
+    assert list(rows) == ["40", "100"]
+    final = [float(cell.split(" +- ")[0]) for cell in rows["100"].split(" | ")]
+    assert all(60 < accuracy <= 100 for accuracy in final), final  # both strategies learn brightness (chance: 50)
+    pick = float(re.search(r"pick: median ([\d.]+) ms", result.stdout).group(1))
+    assert pick < 100
+    assert Image.open(plot).size == (720, 480)
+    sys.path.insert(0, os.path.join(repo, "benchmarks"))
+    import active
+
+    assert active.answers_to_reach({100: 60.0, 200: 70.0, 400: 80.0}, 75.0) == 300.0
+    assert active.answers_to_reach({100: 60.0, 200: 70.0}, 71.0) is None
+    assert list(active.compare(np.array([0.5, 0.5, 0.9]), np.array([0.52, 0.9, 0.5]), 0.04)) == [0.5, 0.0, 1.0]

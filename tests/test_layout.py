@@ -23,8 +23,8 @@ from relrank.configs import resolve
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "relrank"
 # Each may import from itself and those before it, never from those after (README: How the code is organised).
-LAYERS = ["errors", "config", "parallel", "data", "model", "configs", "evaluation", "run", "train", "use", "annotate", "cli",
-          "__main__"]
+LAYERS = ["errors", "config", "parallel", "data", "model", "configs", "evaluation", "run", "train", "use", "annotate",
+          "cli", "__main__"]
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -40,7 +40,8 @@ class Session:
         self.retrain_every = retrain_every
         self.attributes = list(dict.fromkeys(attributes + [a["attribute"] for a in log.answers]))
         self.lock = threading.Lock()
-        self.selectors = {a: Selector(len(folder.names), strategy, seed + k, warmup=warmup) for k, a in enumerate(self.attributes)}
+        self.selectors = {a: Selector(len(folder.names), strategy, seed + k, warmup=warmup)
+                          for k, a in enumerate(self.attributes)}
         self.offered: dict[str, dict[frozenset, float]] = {a: {} for a in self.attributes}  # index pairs on offer
         self.answered: dict[str, dict[frozenset, int]] = {a: {} for a in self.attributes}  # index pairs -> answers
         for answer in log.answers:
@@ -48,6 +49,7 @@ class Session:
         self.times: list[float] = []  # when each answer of this session came
         self.scores: dict[str, np.ndarray] = {}
         self.val_accuracy: dict[str, float] = {}
+        self.validated_on: dict[str, int] = {}  # held-out answers the validation accuracy is measured on
         self.fitted_at: dict[str, int] = {}  # answers the attribute's ranker was last fitted on
         self.ranker_state = "no ranker (--strategy=random)" if features is None else "computing image features"
         self._features, self._rankers = features, {}
@@ -132,7 +134,7 @@ class Session:
             answers_this_session=len(self.times), pairs_per_minute=round(60.0 * len(recent) / span, 1),
             strategy=self.strategy, ranker=self.ranker_state,
             val_accuracy={a: (None if np.isnan(v) else round(v, 1)) for a, v in self.val_accuracy.items()},
-            fitted_on=dict(self.fitted_at), pairs_csv=self.folder.pairs_csv)
+            validated_on=dict(self.validated_on), fitted_on=dict(self.fitted_at), pairs_csv=self.folder.pairs_csv)
 
     # The ranker, in the background.
     def _train_forever(self) -> None:
@@ -152,8 +154,10 @@ class Session:
             return
         self.ranker_state = "waiting for answers"
         while not self._stop:
+            with self.log.lock:
+                standing = list(self.log.answers)
             for attr in self.attributes:
-                answers = [a for a in self.log.answers if a["attribute"] == attr]
+                answers = [a for a in standing if a["attribute"] == attr]
                 if len(answers) >= max(self.retrain_every, 2) and \
                         len(answers) - self.fitted_at.get(attr, 0) >= self.retrain_every:
                     started = time.perf_counter()
@@ -161,7 +165,7 @@ class Session:
                         self._rankers[attr] = (LinearRanker(table), LinearRanker(table))
                     self._refit(attr, answers, *self._rankers[attr])
                     self.ranker_state = (f"refitted {attr} on {len(answers)} answers in "
-                                         f"{time.perf_counter() - started:.2f} s")
+                                         f"{1000 * (time.perf_counter() - started):.0f} ms")
             self._wake.wait(timeout=5.0)
             self._wake.clear()
 
@@ -174,6 +178,7 @@ class Session:
         if held.any() and (~held).any():
             validated.fit(Pairs(a[~held], b[~held], target[~held]))
             self.val_accuracy[attr] = validated.accuracy(Pairs(a[held], b[held], target[held]))
+            self.validated_on[attr] = int(held.sum())
         picking.fit(Pairs(a, b, target))
         self.scores[attr] = picking.scores()
         self.fitted_at[attr] = len(answers)

@@ -17,8 +17,8 @@ from relrank.errors import UserError
 
 DESCRIPTION = ("Collect comparisons for your own attribute(s) in the browser: two images side by side, answered by "
                "keyboard or click. Answers are appended to DIR/pairs.csv (train on them with --dataset=pairs_csv "
-               "--manual_dir=DIR). With --strategy=active the next pair is the one a ranker, refitted in the background "
-               "every --retrain_every answers, is least sure of.")
+               "--manual_dir=DIR). With --strategy=active the next pair is the one a ranker, refitted in the "
+               "background every --retrain_every answers, is least sure of.")
 LOOPBACK = "127.0.0.1"
 
 
@@ -74,19 +74,21 @@ def build_session(args):
     attributes = [a.strip() for a in args.attr.split(",") if a.strip()]
     if not attributes and not log.answers:
         raise UserError(f"name the attribute to annotate: --attr=NAME ({folder.pairs_csv} holds none yet)")
-    features = None
-    if args.strategy == "active":
-        from relrank.annotate.features import compute_features, feature_config
-
-        if args.weights and not os.path.exists(args.weights):
-            raise UserError(f"--weights={args.weights}: no such file or folder")
-        feature_config(args.model, args.weights or None, args.image_size)  # a bad --model or --image_size: now
-        paths = [folder.path(n) for n in folder.names]
-        features = lambda progress: compute_features(paths, args.model, args.weights or None, args.image_size,  # noqa: E731
-                                                     progress)
+    features = image_features(args, folder) if args.strategy == "active" else None
     session = Session(folder, log, attributes, args.strategy, args.retrain_every, args.repeats, features, args.seed,
                       args.warmup)
     return session, lock
+
+
+def image_features(args, folder):
+    """The function the session's ranker gets its features from (in its thread); bad flags are refused now."""
+    from relrank.annotate.features import compute_features, feature_config
+
+    if args.weights and not os.path.exists(args.weights):
+        raise UserError(f"--weights={args.weights}: no such file or folder")
+    feature_config(args.model, args.weights or None, args.image_size)  # a bad --model or --image_size
+    paths = [folder.path(n) for n in folder.names]
+    return lambda progress: compute_features(paths, args.model, args.weights or None, args.image_size, progress)
 
 
 def listen(host: str, port: int) -> socket.socket:

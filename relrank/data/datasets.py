@@ -126,7 +126,12 @@ class RankingData:
         pairs = {attr: self.pairs(split, attr) for attr in attrs}
         for attr, p in pairs.items():
             if not len(p):
-                raise UserError(f"dataset {self.name!r} has no {split} pairs for attribute {attr!r}")
+                hint = ""
+                if self.name == "pairs_csv" and split == "test":
+                    hint = ("; without a split column a seeded 20% of the images are held out and only pairs of two "
+                            "held-out images test, so a few dozen answers leave none: annotate more pairs, or give "
+                            "pairs.csv a split column")
+                raise UserError(f"dataset {self.name!r} has no {split} pairs for attribute {attr!r}{hint}")
         return pairs
 
     def split_images(self, pairs: dict[str, Pairs], size: int, desc: str, in_memory: bool = True) -> SplitImages:
