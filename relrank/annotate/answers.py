@@ -16,7 +16,7 @@ import threading
 import time
 
 from relrank.errors import UserError
-from relrank_datasets.pairs_csv.pairs_csv_dataset_builder import RETRACTION, read_annotations
+from relrank_datasets.pairs_csv.pairs_csv_dataset_builder import RETRACTION, read_annotations, read_text
 from relrank_datasets.sources import SourceFilesError
 
 HEADER = ("image_a", "image_b", "attribute", "label", "annotator", "time")
@@ -44,8 +44,7 @@ class AnswerLog:
         except SourceFilesError as error:
             raise UserError(f"{error}\n(relrank annotate appends to {path} and never rewrites it: fix or move it)"
                             ) from None
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            text = f.read()
+        text = read_text(path)
         columns = tuple(next(csv.reader(io.StringIO(text))))
         answers = [dict(a=r["a"], b=r["b"], attribute=r["attribute"], label=WORDS[r["target"]],
                         annotator=r.get("annotator", "")) for r in rows]

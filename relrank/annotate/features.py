@@ -28,6 +28,7 @@ def feature_config(model: str, weights: str | None, image_size: int | None = Non
     linear rankers it served better than the smaller random networks (vgg16_small, vgg_cpu)."""
     if image_size is None and not weights and model == DEFAULT_MODEL:
         image_size = RANDOM_INIT_SIZE
+    # Only the network's fields (model, weights, size, preprocessing) matter here, not the dataset or recipe.
     return make_config("synthetic", recipe="demo", model=model, weights=weights or "", image_size=image_size)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import os
 import sys
 import tempfile
@@ -40,9 +41,10 @@ class Folder:
             raise KeyError(name)
         return os.path.join(self.images_root, *name.split("/"))
 
-    @property
+    @functools.cached_property
     def index(self) -> dict[str, int]:
-        return self.__dict__.setdefault("_index", {n: i for i, n in enumerate(self.names)})
+        """Image name -> its position in `names`."""
+        return {n: i for i, n in enumerate(self.names)}
 
 
 def readable(path: str) -> bool:
@@ -76,11 +78,11 @@ def open_folder(root: str) -> Folder:
 
 def check_writable(folder: Folder) -> None:
     """A one-line error before serving when the answers could not be saved."""
-    target = folder.pairs_csv if os.path.exists(folder.pairs_csv) else folder.root
+    target = folder.root  # the lock file goes there, and pairs.csv when it is new
     try:
-        if target == folder.root:
-            tempfile.TemporaryFile(dir=folder.root).close()  # a read-only mount refuses even root
-        elif not os.access(target, os.W_OK):
+        tempfile.TemporaryFile(dir=folder.root).close()  # a read-only mount refuses even root
+        if os.path.exists(folder.pairs_csv) and not os.access(folder.pairs_csv, os.W_OK):
+            target = folder.pairs_csv
             raise PermissionError(target)
     except OSError:
         raise UserError(f"{target} is read-only: answers could not be saved; make it writable or copy the images "
