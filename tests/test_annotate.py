@@ -96,7 +96,7 @@ def test_api_answers_undo_status_and_images(api):
 def test_every_pair_once_then_done_and_a_restart_resumes(tmp_path):
     make_images(tmp_path, 4)  # 6 pairs
     session = open_session(tmp_path)
-    client = create_app(session).test_client()
+    client = create_app(session, annotator="ann").test_client()
     seen = set()
     for _ in range(5):
         pair = ask(client)
@@ -104,7 +104,10 @@ def test_every_pair_once_then_done_and_a_restart_resumes(tmp_path):
         client.post("/api/answer", json=dict(pair, label="more"))
     assert len(seen) == 5
     session.close()
-    client = create_app(open_session(tmp_path)).test_client()  # a restart: the CSV is read back
+    client = create_app(open_session(tmp_path), annotator="ann").test_client()  # a restart: the CSV is read back
+    undone = client.post("/api/undo", json={}).json["undone"]  # ann's answers before the restart can be undone
+    assert frozenset((undone["a"], undone["b"])) in seen and len(standing(tmp_path)) == 4
+    assert client.post("/api/answer", json=dict(undone, attr="warm", label="less")).json == {"ok": True}
     last = ask(client)
     assert frozenset((last["a"], last["b"])) not in seen
     client.post("/api/answer", json=dict(last, label="less"))

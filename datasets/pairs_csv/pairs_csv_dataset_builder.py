@@ -93,7 +93,7 @@ def read_annotations(csv_path: str, known_images: set[str], refused: dict[str, s
                 answers[latest[key].pop()] = None
             continue
         latest.setdefault(key, []).append(len(answers))
-        answers.append(dict(a=a, b=b, attribute=attr, target=label, split=split, line=line))
+        answers.append(dict(a=a, b=b, attribute=attr, target=label, split=split, annotator=key[0], line=line))
     rows: list[dict] = []
     seen: dict[tuple, tuple[int, float]] = {}
     for r in filter(None, answers):

@@ -47,7 +47,7 @@ class AnswerLog:
         text = read_text(path)
         columns = tuple(next(csv.reader(io.StringIO(text))))
         answers = [dict(a=r["a"], b=r["b"], attribute=r["attribute"], label=WORDS[r["target"]],
-                        annotator=r.get("annotator", "")) for r in rows]
+                        annotator=r["annotator"]) for r in rows]
         return columns, answers, not text.endswith(("\n", "\r"))
 
     def _append(self, text: str, create: bool = False) -> None:
