@@ -6,6 +6,7 @@ import argparse
 import errno
 import getpass
 import ipaddress
+import logging
 import os
 import secrets
 import socket
@@ -115,6 +116,7 @@ def main(argv: list[str], prog: str = "relrank annotate") -> None:
     session, _lock = build_session(args)
     port = listening.getsockname()[1]
     app = create_app(session, token, args.annotator or getpass.getuser())
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request in the terminal
     server = make_server(args.host, port, app, threaded=True, fd=listening.detach())
     url = f"http://{args.host}:{port}/" + (f"?token={token}" if token else "")
     counts = session.status()["answers"]
@@ -125,7 +127,8 @@ def main(argv: list[str], prog: str = "relrank annotate") -> None:
     if not args.no_browser:
         threading.Timer(0.5, webbrowser.open, (url,)).start()
     try:
-        server.serve_forever()
+        server.serve_forever()  # until Ctrl-C (or SIGTERM), which werkzeug's loop takes as the way to stop
+        print(f"stopped; {len(session.log.answers)} answers in {session.folder.pairs_csv}", file=sys.stderr)
     finally:
         server.server_close()
         session.close()
