@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from relrank.annotate.features import DEFAULT_MODEL, compute_features
+from relrank.annotate.features import compute_features, default_backbone
 from relrank.annotate.linear import LinearRanker
 from relrank.annotate.selection import Selector
 from relrank.data.pairs import Pairs
@@ -156,8 +156,9 @@ def main() -> None:
     parser.add_argument("--retrain_every", type=int, default=20, help="answers between refits (default: 20)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--noise", type=float, default=0.1, help="share of flipped answers (default: 0.1)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"the feature network (default: {DEFAULT_MODEL})")
-    parser.add_argument("--weights", default="", help="its pretrained weights (default: random init)")
+    parser.add_argument("--model", default="", help="the feature network (default: relrank annotate's)")
+    parser.add_argument("--weights", default="", help="its pretrained weights (default: relrank annotate's, the "
+                        "packaged EfficientNet-Lite0 where installed)")
     parser.add_argument("--image_size", type=int, default=None)
     parser.add_argument("--features", choices=["network", "release"], default="network",
                         help="network: the tool's (--model, --weights); release: PubFig's GIST + colour features")
@@ -187,7 +188,10 @@ def main() -> None:
             raise SystemExit("--features=release: only PubFig comes with features of its own")
         table = release
     else:
-        table = compute_features(paths, args.model, args.weights or None, args.image_size)
+        model, weights, warning = default_backbone(args.model, args.weights)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        table = compute_features(paths, model, weights or None, args.image_size)
     feature_seconds = time.perf_counter() - started
     checkpoints = sorted({n for n in (40, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, args.budget)
                           if n <= args.budget and n % args.retrain_every == 0})

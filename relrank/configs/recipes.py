@@ -25,6 +25,8 @@ RECIPES = {
     "scratch": "from random init on a CPU: vgg_cpu at 64 px, crops and flips, AdamW with warmup and cosine decay; "
                "its batches and rates follow how densely the pairs cover the images",
     "demo": "the quickstart: vgg16_small at 32 px from random init, RMSProp at 1e-3 with cosine decay",
+    "finetune": "a pretrained backbone fine-tuned end to end on a CPU: EfficientNet-Lite0 (installed with relrank) at "
+                "128 px, AdamW, the backbone at 1/10 of the ranking layer's rate",
     "linear": "a linear ranker on a frozen pretrained backbone (--model, --weights): features computed once and "
               "cached, the ranking layer alone trains (seconds)",
 }
@@ -45,7 +47,7 @@ def _module(name: str):
         return module
     if name not in RECIPES:
         raise UserError(f"unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)} (or a path to a .py file)")
-    return importlib.import_module(f"relrank.configs.{name}")  # paper.py, scratch.py, demo.py, linear.py
+    return importlib.import_module(f"relrank.configs.{name}")  # paper.py, scratch.py, demo.py, linear.py, ...
 
 
 def recipe_fields(name: str, dataset: str, pairs=None) -> dict:

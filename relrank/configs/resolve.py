@@ -10,6 +10,7 @@ from relrank.configs.presets import MODEL_PRESETS
 from relrank.configs.recipes import recipe_fields
 from relrank.data.registry import DATASETS
 from relrank.errors import UserError
+from relrank.model import named_weights
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(ModelSpec))  # set as flags, they edit the preset's spec
 
@@ -51,6 +52,8 @@ def resolve(flags: dict[str, Any], pairs=None) -> Resolved:
         chosen.update(values)
         sources.update({_flat(name): source for name in values})
     check_types(chosen, recipe)
+    if chosen.get("weights") and named_weights.is_name(chosen["weights"]):
+        _use_named_weights(chosen, sources)
     preset_name = chosen.get("model", Config.model)
     if preset_name not in MODEL_PRESETS:
         raise UserError(f"unknown model preset {preset_name!r}; valid presets: {', '.join(MODEL_PRESETS)}")
@@ -74,6 +77,15 @@ def resolve(flags: dict[str, Any], pairs=None) -> Resolved:
     config = Config(**chosen)
     validate(config)
     return Resolved(config, {name: sources.get(name, "default") for name in config.flat()})
+
+
+def _use_named_weights(chosen: dict[str, Any], sources: dict[str, str]) -> None:
+    """--weights=NAME: the installed file, and the model preset it fits unless --model says another (an error)."""
+    name = chosen["weights"]
+    if sources.get("model") == "flag" and chosen["model"] != name:
+        raise UserError(f"--weights={name} are the weights of --model={name}, not of --model={chosen['model']}")
+    chosen.update(weights=named_weights.locate(name), model=name)
+    sources["model"] = sources["weights"]
 
 
 def make_config(dataset: str = "synthetic", recipe: str | None = None, pairs=None, **overrides: Any) -> Config:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from relrank.config import Config
+from relrank.model.efficientnet_lite import LITE_SPECS, FEATURES as LITE_FEATURES, EfficientNetLite
 from relrank.model.googlenet import GoogLeNet
 from relrank.model.layers import RankingLayer
 from relrank.model.resnet import ResNet50
@@ -42,6 +43,8 @@ def build_model(config: Config) -> nnx.Module:
         return ResNet50(**common)
     if spec.architecture == "googlenet":
         return GoogLeNet(**common)
+    if spec.architecture in LITE_SPECS:
+        return EfficientNetLite(LITE_SPECS[spec.architecture], **common)
     return ViT(vit_spec(config), **common)
 
 
@@ -50,6 +53,8 @@ def feature_width(config: Config) -> int:
     architecture = config.spec.architecture
     if architecture == "vgg":
         return config.spec.fc_width
+    if architecture in LITE_SPECS:
+        return LITE_FEATURES
     return {"resnet50": 2048, "googlenet": 1024}.get(architecture) or VIT_SPECS[architecture].width
 
 

@@ -1,6 +1,6 @@
 """Pretrained weights from the files users have, with the preprocessing they expect.
 
-Files: .safetensors, PyTorch state dicts (.pth, .pt, .bin; need torch), Lasagne pickles (.pkl, VGG-16
+Files: .safetensors, PyTorch state dicts (.pth, .pt, .bin; read without torch by relrank/model/pth.py), Lasagne pickles (.pkl, VGG-16
 only) and HF model folders (config.json + model.safetensors or pytorch_model.bin, with
 preprocessor_config.json's mean and std). Layouts, told apart by their tensor names:
   VGG-16      torchvision (vgg16-397923af.pth), timm vgg16.tv_in1k (fc6/fc7 stored as 7x7 and 1x1
@@ -35,17 +35,19 @@ CAFFE_PREPROCESSING = Preprocessing(channel_order="BGR", scale=1.0, mean=CAFFE_M
 TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 BACKBONE_LAYERS = tuple(conv_layer_names()) + ("fc6", "fc7")
 SUPPORTED = (
-    "torchvision state dict (.pth, needs torch; or .safetensors), timm vgg16.tv_in1k (.safetensors), "
+    "torchvision state dict (.pth or .safetensors), timm vgg16.tv_in1k (.safetensors), "
     "Lasagne/Caffe vgg16.pkl, relrank (.safetensors from `relrank convert`)"
 )
 IMAGENET = TORCHVISION_PREPROCESSING
 HALF = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # (x - 0.5) / 0.5: timm's augreg ViTs, GoogLeNet
+LITE = Preprocessing(scale=1.0, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))  # EfficientNet-Lite's
 CLIP = Preprocessing(mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711))
 # The preprocessing each (architecture family, layout) was trained with, where the file does not say.
 DEFAULT_PREPROCESSING = {("googlenet", "torchvision"): HALF, ("resnet50", "torchvision"): IMAGENET,
                          ("vit", "timm"): HALF, ("vit", "hf"): HALF, ("vit", "torchvision"): IMAGENET,
                          ("dinov2", "timm"): IMAGENET, ("dinov2", "hf"): IMAGENET,
-                         ("clip", "hf_clip"): CLIP, ("clip", "openai_clip"): CLIP}
+                         ("clip", "hf_clip"): CLIP, ("clip", "openai_clip"): CLIP,
+                         ("efficientnet_lite", "efficientnet-lite-pytorch"): LITE}
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -218,18 +220,20 @@ def _read_safetensors(path: str) -> tuple[dict, dict]:
 
 
 def _read_torch(path: str) -> dict:
+    """A PyTorch state dict (or a checkpoint holding one under 'state_dict' or 'model'), read without torch."""
+    from relrank.model import pth
+
     try:
-        import torch
-    except ImportError:
-        raise UserError(f"{path} is a PyTorch file: install torch, or convert it once elsewhere with "
-                        f"`relrank convert {path} vgg16.safetensors`") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
+        state = pth.load(path)
+    except pth.UnsafePickle as error:
+        raise UserError(f"refusing to load {path}: {error}, which is not a tensor or plain container") from None
+    except Exception as error:  # a damaged file fails in many ways (BadZipFile, EOFError, UnpicklingError, ...)
         raise UserError(f"cannot read {path} as a PyTorch state dict: {_why(error)}") from None
-    if not isinstance(state, dict) or not all(hasattr(v, "numpy") for v in state.values()):
+    if isinstance(state, dict):
+        state = next((state[k] for k in ("state_dict", "model") if isinstance(state.get(k), dict)), state)
+    if not isinstance(state, dict) or not state or not all(isinstance(v, np.ndarray) for v in state.values()):
         raise UserError(f"{path}: not a PyTorch state dict of tensors; supported files: {SUPPORTED}")
-    return {k: v.numpy() for k, v in state.items()}
+    return dict(state)
 
 
 def _from_relrank(tensors: dict, metadata: dict, path: str) -> Pretrained:
@@ -311,13 +315,15 @@ def _read_lasagne(path: str) -> dict:
 
 
 def _family(architecture: str) -> str:
+    if architecture.startswith("efficientnet_lite"):
+        return "efficientnet_lite"
     return architecture.split("_")[0] if architecture.startswith(("vit", "dinov2", "clip")) else architecture
 
 
 def _load_other(path: str, architecture: str) -> Pretrained:
-    """GoogLeNet, ResNet-50 or a ViT: the file's tensors in its layout, ported; the preprocessing from the HF
-    folder if it says, else the one that layout's weights were trained with."""
-    from relrank.model import googlenet, resnet, vit_ports
+    """GoogLeNet, ResNet-50, EfficientNet-Lite or a ViT: the file's tensors in its layout, ported; the
+    preprocessing from the HF folder if it says, else the one that layout's weights were trained with."""
+    from relrank.model import efficientnet_lite, googlenet, resnet, vit_ports
     from relrank.model.backbones import VIT_SPECS
 
     tensors, metadata = _read_tensors(path)
@@ -326,6 +332,9 @@ def _load_other(path: str, architecture: str) -> Pretrained:
         params, layout = resnet.from_torchvision(named), "torchvision"
     elif architecture == "googlenet":
         params, layout = googlenet.from_torchvision(named), "torchvision"
+    elif architecture in efficientnet_lite.LITE_SPECS:
+        params = efficientnet_lite.from_pytorch(named, efficientnet_lite.LITE_SPECS[architecture])
+        layout = "efficientnet-lite-pytorch"
     else:
         params, layout = vit_ports.port_vit(tensors, VIT_SPECS[architecture], path)
     prep = (_hf_preprocessing(path) if os.path.isdir(path) else None) or \
@@ -345,7 +354,7 @@ class _NamedTensors(dict):
 
     def __missing__(self, key):
         first = next(iter(self), "none")
-        raise UserError(f"{self.source}: no tensor {key!r}, which a torchvision/timm {self.architecture} has (the "
+        raise UserError(f"{self.source}: no tensor {key!r}, which a {self.architecture} file has (the "
                         f"file's first tensor is {first!r}: is it another model?)")
 
 

@@ -16,6 +16,7 @@ from relrank.config import Config
 from relrank.data.datasets import ImageRecords, StoredImages
 from relrank.data.images import ImageDecodeError, to_uint8, to_uint8_rgb
 from relrank.errors import UserError
+from relrank.model.backbones import feature_width
 from relrank.model.losses import pair_probability
 from relrank.model.network import apply_in_batches, features, jit_apply, model_graph, param_shapes, scores
 from relrank.model.weights import starting_params
@@ -77,7 +78,7 @@ class Ranker:
     def _in_batches(self, output, images, desc: str) -> np.ndarray:
         apply, pixels = self._apply[output], self.prepare(images)
         if not len(pixels):
-            width = len(self.attrs) if output is scores else self.config.spec.fc_width
+            width = len(self.attrs) if output is scores else feature_width(self.config)
             return np.zeros((0, width), np.float32)
         return apply_in_batches(lambda x: apply(self.params, x), pixels, self.batch_images,
                                 desc if self.progress else None,

@@ -1,0 +1,37 @@
+"""Fine-tune a pretrained backbone end to end on a CPU (the paper's way, at a CPU's size): the packaged
+EfficientNet-Lite0 ImageNet weights (--weights=efficientnet_lite0, installed with relrank) at 128 px; random
+resized crops (70-100%) and flips; AdamW with the backbone at 1/10 of the ranking layer's rate, a short
+warmup and cosine decay. Batches follow the training pairs' structure as --recipe=scratch's do (groups of
+32 images with all their pairs where pairs are dense; 32 pairs each with its own two images where sparse).
+"""
+
+from __future__ import annotations
+
+import math
+
+from relrank.configs import scratch
+
+IMAGE_SIZE = 128
+STEPS = {"all pairs": 300, "dense pairs": 300, "sparse pairs": 600}
+EVALUATIONS = 6
+
+
+def regime(dataset: str, pairs) -> str:
+    name = scratch.regime(dataset, pairs)
+    return f"{name} (~{STEPS[name]} steps)"
+
+
+def get_config(dataset: str, pairs=None) -> dict:
+    name = scratch.regime(dataset, pairs)
+    groups = name != "sparse pairs"
+    config = dict(weights="efficientnet_lite0", image_size=IMAGE_SIZE, load_size=round(IMAGE_SIZE * 1.1),
+                  crop_min_scale=0.7, flip=True, color_jitter=0.0, dropout=0.2, zero_head=True,
+                  batch_images=scratch.GROUP_IMAGES if groups else 0,
+                  batch_pairs=min(scratch.BATCH_PAIRS, pairs.rows) if pairs else scratch.BATCH_PAIRS,
+                  optimizer="adamw", schedule="cosine", warmup_fraction=0.05, weight_decay=1e-4,
+                  backbone_lr=1e-4, head_lr=1e-3)
+    if pairs is not None:
+        per_epoch = math.ceil(pairs.rows / (scratch.GROUP_SLOTS if groups else scratch.BATCH_PAIRS))
+        epochs = max(1, round(STEPS[name] / per_epoch))
+        config.update(epochs=epochs, eval_every_epochs=max(1, round(epochs / EVALUATIONS)))
+    return config
