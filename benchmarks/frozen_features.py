@@ -26,12 +26,12 @@ import time
 import jax
 import numpy as np
 
-from relrank.config import ARCHITECTURES
 from relrank.configs import make_config
 from relrank.configs.presets import MODEL_PRESETS
 from relrank.data.batches import pairs_batch
 from relrank.data.datasets import load_dataset
 from relrank.data.pairs import PairStructure
+from relrank.model.registry import backbone
 from relrank.model.network import random_params
 from relrank.parallel import sharding
 from relrank.train.loop import train
@@ -85,7 +85,7 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for model in args.models.split(","):
             for size in args.sizes.split(","):
-                multiple = ARCHITECTURES[MODEL_PRESETS[model]["spec"].architecture]
+                multiple = backbone(MODEL_PRESETS[model]["spec"].architecture).size_multiple
                 side = None if size == "native" else -(-int(size) // multiple) * multiple  # VGG: 112 -> 128
                 flags = dict(model=model, image_size=side, attr=attrs, data_dir=data_dir, manual_dir=args.pubfig,
                              feature_cache=os.path.join(scratch, "cache"))

@@ -32,11 +32,6 @@ GROUPS = {  # flag group -> (its title in --help, what it says about its flags)
 }
 CONV_LAYERS_PER_BLOCK = (2, 2, 3, 3, 3)  # VGG-16's
 NORMS = ("none", "group")
-# Backbone architectures (relrank/model/backbones.py) -> the number the input side must be a multiple of
-# (VGG's fc6 takes pool5 flattened; a ViT's patches tile the image; the others pool globally).
-ARCHITECTURES = {"vgg": 32, "resnet50": 1, "googlenet": 1, "vit_s16": 16, "vit_b16": 16, "dinov2_s14": 14,
-                 "dinov2_b14": 14, "clip_b16": 16, "efficientnet_lite0": 1, "efficientnet_lite1": 1,
-                 "efficientnet_lite2": 1}
 POOLINGS = ("token", "mean")
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")  # see relrank/train/optim.py
 SCHEDULES = ("constant", "cosine", "linear")
@@ -70,7 +65,7 @@ class ModelSpec:
     convolutions, no normalisation); a model preset (relrank/configs/presets.py) sets its own, and each
     field's flag edits the preset's. The other architectures have a fixed topology."""
 
-    architecture: str = setting("vgg", "model", "backbone architecture, set by --model", tuple(ARCHITECTURES),
+    architecture: str = setting("vgg", "model", "backbone architecture (relrank/model/registry.py), set by --model",
                                 flag=False)
     block_widths: tuple[int, ...] = setting((64, 128, 256, 512, 512), "model",
                                             "VGG: channels of the 5 convolution blocks, e.g. 16,32,64,128,128")
@@ -106,6 +101,13 @@ class Preprocessing:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Preprocessing":
         return cls(**_tuples(data))
+
+
+# Preprocessing the published weights were trained with: x = (pixel * scale - mean) / std.
+IMAGENET = Preprocessing()  # RGB in [0, 1], ImageNet mean / std (torchvision, DINOv2)
+HALF = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # (x - 0.5) / 0.5: timm's augreg ViTs, GoogLeNet
+CLIP = Preprocessing(mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711))
+LITE = Preprocessing(scale=1.0, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))  # EfficientNet-Lite's
 
 
 # Fields that say how a run is executed, stored or logged (or where its files lie), not what it learns:
@@ -281,11 +283,6 @@ def validate(config: Config) -> None:
         raise UserError(f"--batch_images must be 0 (pair batches) or at least 2, got {config.batch_images}")
     if not 0 <= config.val_fraction <= 0.5:
         raise UserError(f"--val_fraction must be in (0, 0.5] (or 0 for no validation split), got {config.val_fraction}")
-    multiple = ARCHITECTURES[spec.architecture]
-    if config.image_size % multiple or config.image_size < 32:
-        why = {1: "", 32: " (VGG's fc6 takes the image halved 5 times)"}.get(multiple, f" (its patches are {multiple} px)")
-        need = f"a multiple of {multiple} and at least 32" if multiple > 1 else "at least 32"
-        raise UserError(f"--image_size must be {need} for --model={config.model}{why}, got {config.image_size}")
     for name in ("epochs", "batch_pairs", "eval_batch_images", "checkpoint_every_steps", "keep_checkpoints",
                  "log_every_steps", "eval_every_epochs"):
         if getattr(config, name) < 1:

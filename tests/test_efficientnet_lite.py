@@ -4,7 +4,6 @@ packaged ImageNet weights), weights by name, and annotate's default features."""
 from __future__ import annotations
 
 import glob
-import io
 import os
 import pickle
 import zipfile
@@ -22,7 +21,8 @@ from relrank.errors import UserError
 from relrank.model import named_weights, pth
 from relrank.model.network import features, model_graph
 from relrank.model.preprocess import normalize
-from relrank.model.weights import LITE, load_pretrained, starting_params
+from relrank.config import LITE
+from relrank.model.weights import load_pretrained, starting_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,6 +11,7 @@ from relrank.configs.recipes import recipe_fields
 from relrank.data.registry import DATASETS
 from relrank.errors import UserError
 from relrank.model import named_weights
+from relrank.model.registry import BACKBONES, backbone, check_image_size
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(ModelSpec))  # set as flags, they edit the preset's spec
 
@@ -76,6 +77,7 @@ def resolve(flags: dict[str, Any], pairs=None) -> Resolved:
                         for f in dataclasses.fields(chosen["preprocessing"])})
     config = Config(**chosen)
     validate(config)
+    check_image_size(config)
     return Resolved(config, {name: sources.get(name, "default") for name in config.flat()})
 
 
@@ -93,16 +95,15 @@ def make_config(dataset: str = "synthetic", recipe: str | None = None, pairs=Non
     return resolve(dict(overrides, dataset=dataset, recipe=recipe), pairs).config
 
 
-VGG_ONLY = ("block_widths", "block_depths", "fc_width", "norm")
-
-
 def _check_spec_edits(preset: str, spec: ModelSpec, edits: dict[str, Any]) -> None:
     """A one-line error for a topology setting the chosen network does not have (it would do nothing)."""
-    vit = spec.architecture.startswith(("vit", "dinov2", "clip"))
-    for name in edits:
-        if (name in VGG_ONLY and spec.architecture != "vgg") or (name == "pooling" and not vit and edits[name] != "token"):
-            kind = "VGG" if name in VGG_ONLY else "ViT"
-            raise UserError(f"--{name} applies to {kind} networks only; --model={preset} is {spec.architecture}")
+    mine = backbone(spec.architecture).spec_flags
+    for name, value in edits.items():
+        if name in ("dropout", "zero_head") or name in mine or (name == "pooling" and value == "token"):
+            continue
+        having = sorted(a for a, entry in BACKBONES.items() if name in entry.spec_flags)
+        raise UserError(f"--{name} applies to {', '.join(having)} networks only; --model={preset} is "
+                        f"{spec.architecture}")
 
 
 def _flat(name: str) -> str:

@@ -33,11 +33,11 @@ BN_EPS = 1e-3  # TensorFlow's, kept by the port
 class LiteSpec:
     width: float = 1.0  # channel multiplier
     depth: float = 1.0  # repeat multiplier
-    native_size: int = 224  # the size the ImageNet weights were trained at
 
 
-LITE_SPECS = {"efficientnet_lite0": LiteSpec(), "efficientnet_lite1": LiteSpec(depth=1.1, native_size=240),
-              "efficientnet_lite2": LiteSpec(width=1.1, depth=1.2, native_size=260)}
+# By architecture; the sizes their weights were trained at (224, 240, 260) are their presets' (registry.py).
+LITE_SPECS = {"efficientnet_lite0": LiteSpec(), "efficientnet_lite1": LiteSpec(depth=1.1),
+              "efficientnet_lite2": LiteSpec(width=1.1, depth=1.2)}
 
 
 def _channels(channels: int, width: float) -> int:

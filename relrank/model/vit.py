@@ -34,6 +34,13 @@ class ViTSpec:
     pooling: str = "token"  # the class token, or "mean" of the patch tokens
 
 
+VIT_SPECS = {  # by architecture (relrank/model/registry.py)
+    "vit_s16": ViTSpec(width=384, heads=6, mlp=1536),
+    "vit_b16": ViTSpec(),
+    "dinov2_s14": ViTSpec(patch=14, width=384, heads=6, mlp=1536, native_size=518, layer_scale=True),
+    "dinov2_b14": ViTSpec(patch=14, native_size=518, layer_scale=True),
+    "clip_b16": ViTSpec(eps=1e-5, pre_norm=True, activation="quick_gelu"),
+}
 ACTIVATIONS = {"gelu": lambda x: jax.nn.gelu(x, approximate=False), "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x)}
 
 

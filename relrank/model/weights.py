@@ -26,10 +26,9 @@ import pickle
 
 import numpy as np
 
-from relrank.config import CONV_LAYERS_PER_BLOCK, Preprocessing, conv_layer_names
+from relrank.config import CONV_LAYERS_PER_BLOCK, IMAGENET, Preprocessing, conv_layer_names
 from relrank.errors import UserError
 
-TORCHVISION_PREPROCESSING = Preprocessing()  # RGB in [0, 1], ImageNet mean / std
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 CAFFE_PREPROCESSING = Preprocessing(channel_order="BGR", scale=1.0, mean=CAFFE_MEAN_BGR, std=(1.0, 1.0, 1.0))
 TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
@@ -38,16 +37,6 @@ SUPPORTED = (
     "torchvision state dict (.pth or .safetensors), timm vgg16.tv_in1k (.safetensors), "
     "Lasagne/Caffe vgg16.pkl, relrank (.safetensors from `relrank convert`)"
 )
-IMAGENET = TORCHVISION_PREPROCESSING
-HALF = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # (x - 0.5) / 0.5: timm's augreg ViTs, GoogLeNet
-LITE = Preprocessing(scale=1.0, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))  # EfficientNet-Lite's
-CLIP = Preprocessing(mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711))
-# The preprocessing each (architecture family, layout) was trained with, where the file does not say.
-DEFAULT_PREPROCESSING = {("googlenet", "torchvision"): HALF, ("resnet50", "torchvision"): IMAGENET,
-                         ("vit", "timm"): HALF, ("vit", "hf"): HALF, ("vit", "torchvision"): IMAGENET,
-                         ("dinov2", "timm"): IMAGENET, ("dinov2", "hf"): IMAGENET,
-                         ("clip", "hf_clip"): CLIP, ("clip", "openai_clip"): CLIP,
-                         ("efficientnet_lite", "efficientnet-lite-pytorch"): LITE}
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -121,7 +110,7 @@ def from_torch_layout(tensors: dict, source: str) -> Pretrained:
                          "bias": read.get("classifier.0.bias", "fc6", (FC,))}
         params["fc7"] = {"kernel": np.ascontiguousarray(read.get("classifier.3.weight", "fc7", (FC, FC)).T),
                          "bias": read.get("classifier.3.bias", "fc7", (FC,))}
-    return Pretrained(params, TORCHVISION_PREPROCESSING, source)
+    return Pretrained(params, IMAGENET, source)
 
 
 def from_lasagne(values: list, mean, source: str) -> Pretrained:
@@ -314,32 +303,17 @@ def _read_lasagne(path: str) -> dict:
     return data
 
 
-def _family(architecture: str) -> str:
-    if architecture.startswith("efficientnet_lite"):
-        return "efficientnet_lite"
-    return architecture.split("_")[0] if architecture.startswith(("vit", "dinov2", "clip")) else architecture
-
-
 def _load_other(path: str, architecture: str) -> Pretrained:
-    """GoogLeNet, ResNet-50, EfficientNet-Lite or a ViT: the file's tensors in its layout, ported; the
-    preprocessing from the HF folder if it says, else the one that layout's weights were trained with."""
-    from relrank.model import efficientnet_lite, googlenet, resnet, vit_ports
-    from relrank.model.backbones import VIT_SPECS
+    """Any backbone but VGG: the file's tensors ported by its entry's `port`; the preprocessing from the HF
+    folder if it says, else the one that layout's weights were trained with."""
+    from relrank.model.registry import backbone
 
+    entry = backbone(architecture)
     tensors, metadata = _read_tensors(path)
-    named = _NamedTensors(tensors, path, architecture)
-    if architecture == "resnet50":
-        params, layout = resnet.from_torchvision(named), "torchvision"
-    elif architecture == "googlenet":
-        params, layout = googlenet.from_torchvision(named), "torchvision"
-    elif architecture in efficientnet_lite.LITE_SPECS:
-        params = efficientnet_lite.from_pytorch(named, efficientnet_lite.LITE_SPECS[architecture])
-        layout = "efficientnet-lite-pytorch"
-    else:
-        params, layout = vit_ports.port_vit(tensors, VIT_SPECS[architecture], path)
+    params, layout = entry.port(_NamedTensors(tensors, path, architecture), path)
     prep = (_hf_preprocessing(path) if os.path.isdir(path) else None) or \
         (_stored_preprocessing(metadata, path) if "preprocessing" in metadata else None) or \
-        DEFAULT_PREPROCESSING.get((_family(architecture), layout))
+        entry.preprocessing.get(layout)
     if prep is None:
         raise UserError(f"{path}: a {layout}-layout file is not a {architecture} checkpoint relrank knows")
     return Pretrained(params, prep, path, layout)
@@ -375,7 +349,7 @@ def preprocessing_of(path: str, architecture: str = "vgg") -> Preprocessing:
             raise UserError(f"cannot read {path} as safetensors: {_why(error)}") from None
         if "preprocessing" in metadata:
             return _stored_preprocessing(metadata, path)
-    return TORCHVISION_PREPROCESSING
+    return IMAGENET
 
 
 def load_pretrained(path: str, architecture: str = "vgg") -> Pretrained:

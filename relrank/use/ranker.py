@@ -16,7 +16,7 @@ from relrank.config import Config
 from relrank.data.datasets import ImageRecords, StoredImages
 from relrank.data.images import ImageDecodeError, to_uint8, to_uint8_rgb
 from relrank.errors import UserError
-from relrank.model.backbones import feature_width
+from relrank.model.registry import feature_width
 from relrank.model.losses import pair_probability
 from relrank.model.network import apply_in_batches, features, jit_apply, model_graph, param_shapes, scores
 from relrank.model.weights import starting_params
