@@ -13,6 +13,11 @@ its two strengths differ by less than the threshold that makes `--tie_share` of 
 ties, and 5% of the others are flipped (crowd noise); test pairs are noise-free.
 --tuning: the test pairs come from a held-out fifth of the *training* images, and no test image
 is written: tune recipes on these beds, never on the test pairs.
+--tuning --held_out_people=K (pubfig): faces of new people, as LFW-10's test faces are: every training
+image of K people (chosen by --seed) and a fifth of the others' are held out; the test pairs are those
+with at least one held-out person's image, the training pairs come from the other people's remaining
+images. PubFig's own test images show its training people, so they reward memorising identities; this
+bed does not.
 
 Then train as a user would:
     python train.py --dataset=pairs_csv --manual_dir=beds/pubfig500 --attr=all --recipe=scratch
@@ -61,7 +66,8 @@ def write_csv(path: str, rows: list[tuple]) -> None:
         writer.writerows(rows)
 
 
-def pubfig_bed(pubfig: str, out: str, pairs: int, tie_share: float, seed: int, tuning: bool) -> None:
+def pubfig_bed(pubfig: str, out: str, pairs: int, tie_share: float, seed: int, tuning: bool,
+               held_out_people: int = 0) -> None:
     import scipy.io
 
     data = scipy.io.loadmat(os.path.join(pubfig, "data.mat"))
@@ -72,9 +78,13 @@ def pubfig_bed(pubfig: str, out: str, pairs: int, tie_share: float, seed: int, t
     attributes = [str(a[0]) for a in data["attribute_names"].ravel()]
     rng = np.random.default_rng(seed)
     train, test = np.flatnonzero(training), np.flatnonzero(~training)
+    new_person = np.zeros(len(names), bool)
     if tuning:
-        held = rng.permutation(train)
-        test, train = np.sort(held[: round(TUNING_FRACTION * len(train))]), np.sort(held[round(TUNING_FRACTION * len(train)):])
+        people = rng.permutation(np.unique(classes))[:held_out_people]
+        new_person = np.isin(classes, people) & training
+        held = rng.permutation(train[~new_person[train]])
+        cut = round(TUNING_FRACTION * len(held))
+        test, train = np.sort(np.concatenate([held[:cut], np.flatnonzero(new_person)])), np.sort(held[cut:])
     rows = []
     for k, attr in enumerate(attributes):
         strength = ordering[k, classes]
@@ -82,6 +92,8 @@ def pubfig_bed(pubfig: str, out: str, pairs: int, tie_share: float, seed: int, t
         rows += [(names[train[x]], names[train[y]], attr, LABELS[t], "train") for x, y, t in zip(a, b, target)]
         i, j = np.triu_indices(len(test), 1)
         keep = strength[test[i]] != strength[test[j]]
+        if held_out_people:
+            keep &= new_person[test[i]] | new_person[test[j]]
         i, j = test[i[keep]], test[j[keep]]
         rows += [(names[x], names[y], attr, LABELS[t], "test") for x, y, t in zip(i, j, compare(strength[i], strength[j]))]
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
@@ -132,13 +144,17 @@ def main() -> None:
     parser.add_argument("--tie_share", type=float, default=TIE_SHARE, help=f"share of ties among them (default: {TIE_SHARE})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pair sampling (default: 0)")
     parser.add_argument("--tuning", action="store_true", help="test pairs from held-out training images")
+    parser.add_argument("--held_out_people", type=int, default=0, help="pubfig with --tuning: hold out every image "
+                        "of this many people; test pairs involve them (faces of new people)")
     parser.add_argument("--pubfig", default=os.path.join("..", "shared", "data", "pubfig"),
                         help="PubFig's folder (data.mat and images/)")
     args = parser.parse_args()
     if os.path.exists(os.path.join(args.out, "pairs.csv")):
         raise SystemExit(f"{args.out} already holds a pairs.csv; choose another --out")
     if args.source == "pubfig":
-        pubfig_bed(args.pubfig, args.out, args.pairs, args.tie_share, args.seed, args.tuning)
+        if args.held_out_people and not args.tuning:
+            raise SystemExit("--held_out_people needs --tuning (it splits the training images)")
+        pubfig_bed(args.pubfig, args.out, args.pairs, args.tie_share, args.seed, args.tuning, args.held_out_people)
     else:
         synthetic_bed(args.out, args.pairs, args.tie_share, args.seed, args.tuning)
     print(f"wrote {args.out}: train with python train.py --dataset=pairs_csv --manual_dir={args.out} --attr=all "

@@ -2,6 +2,7 @@
 
     python benchmarks/vs_pytorch.py                      # vgg16_small (32 px, 16 pairs) and VGG-16 (224 px, 2 pairs)
     python benchmarks/vs_pytorch.py --presets=vgg16_small --runs=3
+    python benchmarks/vs_pytorch.py --presets=efficientnet_lite0   # 224 px, 16 pairs, against efficientnet-lite-pytorch
 
 For each preset, each framework runs in fresh processes (`--runs` of them): compile or
 first-call time, the median in-process time of a train step (forward and backward over
@@ -9,7 +10,9 @@ first-call time, the median in-process time of a train step (forward and backwar
 (forward only, no dropout) and the process's peak resident memory. The table shows the
 median over runs of each figure and the ratio relrank / PyTorch (below 1: relrank is faster
 or smaller). float32; PyTorch uses as many threads as there are cores. Needs torch
-(`pip install -e ".[test]"`).
+(`pip install -e ".[test]"`). EfficientNet-Lite0's reference is the `efficientnet-lite-pytorch` model (its
+BatchNorm frozen in eval mode, relrank's folded into the convolutions) with a linear ranking layer on the
+pooled feature; its scoring figure is also feature extraction's.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 PRESETS = {  # preset -> (image side, pairs per train step, images per scoring batch, timed steps)
     "vgg16_small": (32, 16, 128, 30),
     "vgg16": (224, 2, 16, 3),
+    "efficientnet_lite0": (224, 16, 32, 5),
 }
 
 
@@ -86,26 +90,14 @@ def run_jax(preset: str) -> dict:
 def run_torch(preset: str) -> dict:
     import numpy as np
     import torch
-    from torch import nn
 
     from relrank.configs.presets import MODEL_PRESETS
 
     torch.set_num_threads(os.cpu_count() or 1)
     spec = MODEL_PRESETS[preset]["spec"]
     size, pairs, score_batch, steps = PRESETS[preset]
-    layers, channels = [], 3
-    for width, depth in zip(spec.block_widths, spec.block_depths):
-        for _ in range(depth):
-            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
-            channels = width
-        layers.append(nn.MaxPool2d(2))
-    side = size // 32
-    model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * side * side, spec.fc_width), nn.ReLU(inplace=True),
-                          nn.Dropout(spec.dropout), nn.Linear(spec.fc_width, spec.fc_width), nn.ReLU(inplace=True),
-                          nn.Dropout(spec.dropout), nn.Linear(spec.fc_width, 1))
-    kernels = [p for name, p in model.named_parameters() if name.endswith("weight")]
-    head = list(model[-1].parameters())
-    backbone = [p for p in model.parameters() if all(p is not h for h in head)]
+    model, backbone, head = (_torch_lite if preset.startswith("efficientnet_lite") else _torch_vgg)(spec, size)
+    kernels = [p for name, p in model.named_parameters() if name.endswith("weight") and p.dim() > 1]
     optimizer = torch.optim.RMSprop([dict(params=backbone, lr=1e-5), dict(params=head, lr=1e-4)], alpha=0.9, eps=1e-6)
     images, target = batch_arrays(size, pairs)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
@@ -137,6 +129,51 @@ def run_torch(preset: str) -> dict:
     score_once()
     score_seconds = median_time(score_once, max(3, steps // 3))
     return dict(compile_s=first_seconds, step_s=step_seconds, score_img_s=score_batch / score_seconds)
+
+
+def _torch_vgg(spec, size: int):
+    """(model, backbone parameters, head parameters): the VGG preset in plain PyTorch."""
+    from torch import nn
+
+    layers, channels = [], 3
+    for width, depth in zip(spec.block_widths, spec.block_depths):
+        for _ in range(depth):
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = width
+        layers.append(nn.MaxPool2d(2))
+    side = size // 32
+    model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * side * side, spec.fc_width), nn.ReLU(inplace=True),
+                          nn.Dropout(spec.dropout), nn.Linear(spec.fc_width, spec.fc_width), nn.ReLU(inplace=True),
+                          nn.Dropout(spec.dropout), nn.Linear(spec.fc_width, 1))
+    head = list(model[-1].parameters())
+    return model, [p for p in model.parameters() if all(p is not h for h in head)], head
+
+
+def _torch_lite(spec, size: int):
+    """(model, backbone parameters, head parameters): the reference EfficientNet-Lite (frozen BatchNorm) with a
+    linear ranking layer on its pooled feature."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    class Ranked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = EfficientNet.from_name(spec.architecture.replace("_", "-"), image_size=size)
+            self.head = torch.nn.Linear(1280, 1)
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            for module in self.backbone.modules():  # BatchNorm frozen, as relrank's
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.eval()
+            return self
+
+        def forward(self, x):
+            return self.head(self.backbone.extract_features(x).mean((2, 3)))
+
+    model = Ranked()
+    backbone = [p for name, p in model.backbone.named_parameters() if not name.startswith("_fc")]
+    return model, backbone, list(model.head.parameters())
 
 
 def worker(framework: str, preset: str) -> None:

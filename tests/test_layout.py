@@ -109,7 +109,7 @@ def test_help_shows_the_values_the_dataset_and_recipe_resolve_to():
     assert "(default: adamw, from recipe scratch)" in scratch and "(default: 64, from recipe scratch)" in scratch
     assert "(default: pubfig, as given)" in scratch and "(default: 76, from recipe scratch)" in scratch
     lfw = " ".join(train_command.parser(argv=["--dataset=lfw10"]).format_help().split())
-    assert "(default: 40, from dataset lfw10)" in lfw and "(default: paper, from dataset lfw10)" in lfw
+    assert "(default: 40, from dataset lfw10)" in lfw and "(default: finetune, from dataset lfw10)" in lfw
 
 
 def test_print_config_shows_every_field_with_its_source_and_touches_no_data(tmp_path, capsys):

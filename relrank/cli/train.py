@@ -12,6 +12,7 @@ from relrank.cli import flags
 from relrank.cli.runner import EXIT_DID_NOT_LEARN
 from relrank.config import Config, ModelSpec, setting
 from relrank.configs import recipes, resolve
+from relrank.configs.resolve import default_recipe
 from relrank.configs.presets import MEANT_FOR_WEIGHTS
 from relrank.data.registry import DATASETS
 from relrank.errors import UserError
@@ -68,11 +69,13 @@ def _resolved_defaults(argv: list[str]) -> tuple[dict[str, str], str]:
 
 def _epilog(resolved_for: str) -> str:
     names = "\n".join(f"  {name:8s} {about}" for name, about in recipes.RECIPES.items())
-    datasets = "\n".join(f"  {name:16s} recipe={spec.recipe} epochs={spec.epochs}" for name, spec in DATASETS.items())
+    datasets = "\n".join(f"  {name:16s} recipe={default_recipe(name, {})} epochs={spec.epochs}"
+                         for name, spec in DATASETS.items())
     return (f"defaults shown are those of {resolved_for} (give --dataset and --recipe before --help to see theirs; "
             f"--print_config shows every field)\n\n"
             f"recipes (--recipe=NAME; files in relrank/configs/; a flag overrides any field they set):\n{names}\n\n"
-            f"datasets, with the recipe used without --recipe and the paper's epochs:\n{datasets}")
+            f"datasets, with the recipe used without --recipe (finetune where the paper's needs VGG-16 weights that "
+            f"are not given) and the paper's epochs:\n{datasets}")
 
 
 def main(argv: list[str], prog: str = "relrank train") -> int:
@@ -81,7 +84,7 @@ def main(argv: list[str], prog: str = "relrank train") -> int:
     options = TrainOptions(**{name: value for name, value in given.items() if value is not None})
     random_on_purpose = args["weights"] == RANDOM_WEIGHTS
     if random_on_purpose:
-        args["weights"] = None
+        args["weights"] = ""  # given, and empty: random init (no recipe's weights either)
     resolved = resolve(args)  # validates the flags before any data work
     if options.print_config:  # --attr as given ('all', say): the dataset resolves it when it is opened
         shown = resolve(dict(args, attr=options.attr)) if options.attr else resolved
@@ -100,7 +103,8 @@ def _check_options(base: Config, options: TrainOptions, random_on_purpose: bool)
         network = "the paper's VGG-16" if base.model == "vgg16" else base.model
         raise UserError(f"--dataset={base.dataset} trains {network} at {base.image_size} px, which is meant to "
                         f"start from pretrained weights (from random init on a CPU it runs for days): give "
-                        f"--weights=FILE (see the README), or --recipe=scratch to learn from scratch on a CPU, or "
+                        f"--weights=FILE (see the README), or --recipe=finetune to fine-tune the packaged "
+                        f"EfficientNet-Lite0, or --recipe=scratch to learn from scratch on a CPU, or "
                         f"--weights={RANDOM_WEIGHTS} to train {base.model} from random init anyway")
     if options.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {options.seeds}")

@@ -12,13 +12,14 @@ import math
 from relrank.configs import scratch
 
 IMAGE_SIZE = 128
-STEPS = {"all pairs": 300, "dense pairs": 300, "sparse pairs": 600}
-EVALUATIONS = 6
+STEPS = 220  # of 32 images: groups of 32 images with their pairs, or 16 pairs each with its own two images
+SPARSE_BATCH_PAIRS = 16  # the paper's batch
+EVALUATIONS = 3
 
 
 def regime(dataset: str, pairs) -> str:
     name = scratch.regime(dataset, pairs)
-    return f"{name} (~{STEPS[name]} steps)"
+    return f"{name} (~{STEPS * (2 if name == 'sparse pairs' else 1)} steps of 32 images)"
 
 
 def get_config(dataset: str, pairs=None) -> dict:
@@ -27,11 +28,11 @@ def get_config(dataset: str, pairs=None) -> dict:
     config = dict(weights="efficientnet_lite0", image_size=IMAGE_SIZE, load_size=round(IMAGE_SIZE * 1.1),
                   crop_min_scale=0.7, flip=True, color_jitter=0.0, dropout=0.2, zero_head=True,
                   batch_images=scratch.GROUP_IMAGES if groups else 0,
-                  batch_pairs=min(scratch.BATCH_PAIRS, pairs.rows) if pairs else scratch.BATCH_PAIRS,
+                  batch_pairs=min(SPARSE_BATCH_PAIRS, pairs.rows) if pairs else SPARSE_BATCH_PAIRS,
                   optimizer="adamw", schedule="cosine", warmup_fraction=0.05, weight_decay=1e-4,
                   backbone_lr=1e-4, head_lr=1e-3)
     if pairs is not None:
-        per_epoch = math.ceil(pairs.rows / (scratch.GROUP_SLOTS if groups else scratch.BATCH_PAIRS))
-        epochs = max(1, round(STEPS[name] / per_epoch))
+        per_epoch = math.ceil(pairs.rows / (scratch.GROUP_SLOTS if groups else SPARSE_BATCH_PAIRS))
+        epochs = max(1, round((STEPS if groups else 2 * STEPS) / per_epoch))
         config.update(epochs=epochs, eval_every_epochs=max(1, round(epochs / EVALUATIONS)))
     return config

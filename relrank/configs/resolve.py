@@ -36,7 +36,7 @@ def resolve(flags: dict[str, Any], pairs=None) -> Resolved:
     dataset = flags.get("dataset", Config.dataset)
     if dataset not in DATASETS:
         raise UserError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
-    recipe = flags.get("recipe") or DATASETS[dataset].recipe
+    recipe = flags.get("recipe") or default_recipe(dataset, flags)
     from_recipe = recipe_fields(recipe, dataset, pairs)
     fields = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(from_recipe) - fields - set(SPEC_FIELDS))
@@ -81,12 +81,23 @@ def resolve(flags: dict[str, Any], pairs=None) -> Resolved:
     return Resolved(config, {name: sources.get(name, "default") for name in config.flat()})
 
 
+def default_recipe(dataset: str, flags: dict[str, Any]) -> str:
+    """The recipe without --recipe: the dataset's; but where that is the paper's (which needs ImageNet VGG-16
+    weights) and the flags name neither --weights nor --model, `finetune` on the packaged EfficientNet-Lite0
+    when it is installed (it comes with relrank)."""
+    recipe = DATASETS[dataset].recipe
+    if (recipe == "paper" and "weights" not in flags and "model" not in flags and flags.get("method", "deep") == "deep"
+            and named_weights.installed("efficientnet_lite0")):
+        return "finetune"
+    return recipe
+
+
 def _use_named_weights(chosen: dict[str, Any], sources: dict[str, str]) -> None:
     """--weights=NAME: the installed file, and the model preset it fits unless --model says another (an error)."""
-    name = chosen["weights"]
-    if sources.get("model") == "flag" and chosen["model"] != name:
-        raise UserError(f"--weights={name} are the weights of --model={name}, not of --model={chosen['model']}")
-    chosen.update(weights=named_weights.locate(name), model=name)
+    name, model = chosen["weights"], named_weights.model_of(chosen["weights"])
+    if sources.get("model") == "flag" and chosen["model"] != model:
+        raise UserError(f"--weights={name} are the weights of --model={model}, not of --model={chosen['model']}")
+    chosen.update(weights=named_weights.locate(name), model=model)
     sources["model"] = sources["weights"]
 
 

