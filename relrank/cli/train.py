@@ -49,7 +49,7 @@ def parser(prog: str = "relrank train", argv: list[str] | None = None) -> argpar
     shown, resolved_for = _resolved_defaults(argv or [])
     parser = argparse.ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_epilog(resolved_for),
-        description="Train a relative-attribute ranker (VGG-16 + Dense(1), RankNet loss) on pairs of images.")
+        description="Train a relative-attribute ranker (a backbone + a linear ranking layer, RankNet loss) on pairs of images.")
     flags.add_fields(parser, [TrainOptions, Config, ModelSpec], shown)
     return parser
 

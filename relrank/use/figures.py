@@ -83,7 +83,7 @@ def embedding_figure(before: np.ndarray, after: np.ndarray, rank: np.ndarray, ou
     axes = fig.subplots(1, 2)
     for ax, points, name in ((axes[0], before, "before fine-tuning"), (axes[1], after, "after fine-tuning")):
         mappable = ax.scatter(points[:, 0], points[:, 1], c=rank, cmap="viridis_r", s=12)
-        ax.set_title(f"fc7 t-SNE, {name}")
+        ax.set_title(f"feature t-SNE, {name}")
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(mappable, ax=axes, label=f"predicted rank (1 = most {attribute})".replace(" )", ")"))

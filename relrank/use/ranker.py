@@ -110,8 +110,8 @@ class Ranker:
         return self.score_all(images)[:, column]
 
     def features(self, images) -> np.ndarray:
-        """fc7 features [N, fc_width] (float32) of the images, as the ranking layer sees them."""
-        return self._in_batches(features, images, "fc7 features")
+        """The backbone's features [N, D] (fc7 for VGG; float32) of the images, as the ranking layer sees them."""
+        return self._in_batches(features, images, "features")
 
     def compare(self, a, b, attr: str | None = None) -> np.ndarray:
         """P(a shows more of `attr` than b) for matching lists of images."""
