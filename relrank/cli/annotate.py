@@ -89,9 +89,9 @@ def image_features(args, folder):
     from relrank.model import named_weights
 
     model, weights, warning = default_backbone(args.model, args.weights)
-    if weights and not os.path.exists(weights) and weights not in named_weights.PACKAGED:
-        raise UserError(f"--weights={weights}: no such file or folder, nor a name of packaged weights "
-                        f"({', '.join(named_weights.PACKAGED)})")
+    if weights and not os.path.exists(weights) and weights not in named_weights.names():
+        raise UserError(f"--weights={weights}: no such file or folder, nor a weights name (efficientnet_lite0, ...: "
+                        f"train.py --help lists them)")
     config = feature_config(model, weights or None, args.image_size)  # a bad --model, --weights or --image_size
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
