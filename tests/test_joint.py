@@ -103,7 +103,8 @@ def test_a_validation_split_holds_out_images_with_all_their_pairs():
 def test_recipes_are_data_and_flags_override_them(tmp_path):
     paper = make_config("pubfig", recipe="paper")
     assert (paper.model, paper.backbone_lr, paper.head_lr, paper.epochs, paper.image_size) == ("vgg16", 1e-5, 1e-4, 2, 224)
-    assert make_config("pubfig") == paper  # the paper's datasets default to the paper's recipe
+    assert make_config("pubfig", model="vgg16") == paper  # with --model or --weights the paper's recipe is the default
+    assert make_config("pubfig").recipe == "finetune"  # without either: the packaged EfficientNet-Lite0, fine-tuned
     scratch = make_config("pubfig", recipe="scratch", head_lr=0.5, dropout=0.1)
     assert scratch.model == "vgg_cpu" and scratch.optimizer == "adamw" and scratch.flip
     assert scratch.head_lr == 0.5 and scratch.spec.dropout == 0.1 and scratch.spec.norm == "group"

@@ -162,12 +162,13 @@ def test_a_healthy_run_learned(trained_run):
 
 @pytest.mark.parametrize("dataset", ["pubfig", "pairs_csv"])
 def test_the_paper_network_from_random_init_is_refused_with_the_ways_out(dataset, tmp_path):
-    result = run_cli("train.py", f"--dataset={dataset}", f"--manual_dir={tmp_path}", f"--data_dir={tmp_path}")
+    result = run_cli("train.py", f"--dataset={dataset}", f"--manual_dir={tmp_path}", f"--data_dir={tmp_path}",
+                     "--model=vgg16")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     line = last_line(result.stderr)
     assert line.startswith("error: ") and "--weights=FILE" in line and "--recipe=scratch" in line
-    assert "--weights=random" in line
+    assert "--weights=random" in line and "--recipe=finetune" in line
     on_purpose = run_cli("train.py", f"--dataset={dataset}", f"--manual_dir={tmp_path}", f"--data_dir={tmp_path}",
-                         "--weights=random")
+                         "--model=vgg16", "--weights=random")
     assert on_purpose.returncode == 2 and "error: cannot prepare dataset" in on_purpose.stderr  # no data here
     assert "ImageNet weights" not in on_purpose.stderr
