@@ -77,8 +77,8 @@ def _rebuild_parameter(data, *_):
     return data
 
 
-def _only_latin1(obj, encoding="utf-8", errors="strict"):
-    """`_codecs.encode` as protocol-2 pickles of byte strings use it (latin-1), and nothing else."""
+def only_latin1(obj, encoding="utf-8", errors="strict"):
+    """`_codecs.encode` as protocol-2 (Python 2) pickles of byte strings use it (latin-1), and nothing else."""
     if encoding not in ("latin1", "latin-1") or not isinstance(obj, str):
         raise UnsafePickle(f"the pickle asks for _codecs.encode with {encoding!r}")
     return obj.encode("latin1", errors)
@@ -90,7 +90,7 @@ ALLOWED = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("_codecs", "encode"): _only_latin1,
+    ("_codecs", "encode"): only_latin1,
 }
 
 

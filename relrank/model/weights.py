@@ -17,7 +17,6 @@ permuted, not merely transposed. The ImageNet classifier (fc8) is dropped.
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import functools
 import json
@@ -28,6 +27,7 @@ import numpy as np
 
 from relrank.config import CONV_LAYERS_PER_BLOCK, IMAGENET, Preprocessing, conv_layer_names
 from relrank.errors import UserError
+from relrank.model import pth
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 CAFFE_PREPROCESSING = Preprocessing(channel_order="BGR", scale=1.0, mean=CAFFE_MEAN_BGR, std=(1.0, 1.0, 1.0))
@@ -151,13 +151,6 @@ def _checked(prep: Preprocessing, source: str) -> Preprocessing:
     return prep
 
 
-def _only_latin1(obj, encoding="utf-8", errors="strict"):
-    """`_codecs.encode` as Python 2 pickles of byte strings use it (latin-1), and nothing else."""
-    if encoding not in ("latin1", "latin-1") or not isinstance(obj, str):
-        raise pickle.UnpicklingError(f"the pickle asks for _codecs.encode with {encoding!r}")
-    return codecs.encode(obj, encoding, errors)
-
-
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Admits numpy arrays and plain containers, from pickle protocols 0-5; anything else (code!) is refused."""
 
@@ -170,7 +163,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if (module, name) == ("_codecs", "encode"):
-            return _only_latin1
+            return pth.only_latin1
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"the pickle asks for {module}.{name}")
         if module.startswith("numpy.core"):
@@ -210,8 +203,6 @@ def _read_safetensors(path: str) -> tuple[dict, dict]:
 
 def _read_torch(path: str) -> dict:
     """A PyTorch state dict (or a checkpoint holding one under 'state_dict' or 'model'), read without torch."""
-    from relrank.model import pth
-
     try:
         state = pth.load(path)
     except pth.UnsafePickle as error:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import io
 import json
 import os
@@ -25,6 +24,7 @@ import numpy as np
 from relrank.config import Config
 from relrank.errors import UserError
 from relrank.model.network import apply_in_batches, features, jit_apply, model_graph
+from relrank.model.downloads import sha256
 from relrank.model.weights import HF_WEIGHTS, file_version
 from relrank.parallel import distributed, sharding
 from relrank.run.workdir import write_atomic
@@ -42,11 +42,7 @@ def cache_dir(config: Config) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _sha256(path: str, version) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256(path)
 
 
 def weights_digest(config: Config) -> str:
