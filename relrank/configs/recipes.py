@@ -1,4 +1,5 @@
-"""Named training recipes: `train.py --recipe=NAME`, one small module each (paper.py, scratch.py, demo.py, linear.py).
+"""Named training recipes: `train.py --recipe=NAME`, one small module each (paper.py, scratch.py, demo.py, finetune.py,
+partial.py, linear.py).
 
 A recipe is a module with `get_config(dataset, pairs=None) -> dict` of Config
 fields (and model-spec fields such as `block_widths` or `dropout`); the dataset's
@@ -27,6 +28,8 @@ RECIPES = {
     "demo": "the quickstart: vgg16_small at 32 px from random init, RMSProp at 1e-3 with cosine decay",
     "finetune": "a pretrained backbone fine-tuned end to end on a CPU: EfficientNet-Lite0 (installed with relrank) at "
                 "128 px, AdamW, the backbone at 1/10 of the ranking layer's rate",
+    "partial": "a pretrained backbone's last blocks fine-tuned on a CPU: EfficientNet-Lite0 at 224 px, its first "
+               "11 blocks frozen and their activations cached (with mirror images), the last 5 train (minutes)",
     "linear": "a linear ranker on a frozen pretrained backbone (--model, --weights): features computed once and "
               "cached, the ranking layer alone trains (seconds)",
 }
@@ -47,7 +50,7 @@ def _module(name: str):
         return module
     if name not in RECIPES:
         raise UserError(f"unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)} (or a path to a .py file)")
-    return importlib.import_module(f"relrank.configs.{name}")  # paper.py, scratch.py, demo.py, linear.py, ...
+    return importlib.import_module(f"relrank.configs.{name}")  # paper.py, scratch.py, ...
 
 
 def recipe_fields(name: str, dataset: str, pairs=None) -> dict:

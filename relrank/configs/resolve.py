@@ -12,7 +12,7 @@ from relrank.configs.recipes import recipe_fields
 from relrank.data.registry import DATASETS
 from relrank.errors import UserError
 from relrank.model import named_weights
-from relrank.model.registry import BACKBONES, backbone, check_image_size
+from relrank.model.registry import BACKBONES, backbone, check_image_size, check_train_blocks
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(ModelSpec))  # set as flags, they edit the preset's spec
 
@@ -82,6 +82,7 @@ def resolve(flags: dict[str, Any], pairs=None) -> Resolved:
     config = Config(**chosen)
     validate(config)
     check_image_size(config)
+    check_train_blocks(config)
     return Resolved(config, {name: sources.get(name, "default") for name in config.flat()})
 
 

@@ -127,8 +127,19 @@ class EfficientNetLite(RankedBackbone):
         self.head = ranking_head(FEATURES, outputs, zero_head, rngs, dtype)
 
     def features(self, x: jax.Array) -> jax.Array:
+        return self.tail_features(self.trunk(x, len(self.blocks)), len(self.blocks))
+
+    def trunk(self, x: jax.Array, cut: int) -> jax.Array:
+        """The activations entering block `cut` (the stem and blocks before it; --train_blocks caches them)."""
         x = jax.nn.relu6(self.stem(x))
-        for block in self.blocks:
+        for block in self.blocks[:cut]:
+            x = block(x)
+        return x
+
+    def tail_features(self, x: jax.Array, cut: int) -> jax.Array:
+        """The feature from the activations entering block `cut`: the blocks from it on, the head convolution,
+        the global average."""
+        for block in self.blocks[cut:]:
             x = block(x)
         return jax.nn.relu6(self.top(x)).mean(axis=(1, 2))
 

@@ -60,5 +60,9 @@ class RankedBackbone(nnx.Module):
 
     def __call__(self, x: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
         """r(x): the ranking scores of each image, [N, outputs], float32."""
-        feature = self.dropout(self.features(x), deterministic=dropout_key is None, rngs=dropout_key)
+        return self.rank(self.features(x), dropout_key=dropout_key)
+
+    def rank(self, feature: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
+        """The ranking scores [N, outputs] (float32) of features [N, D]: dropout (when training), the head."""
+        feature = self.dropout(feature, deterministic=dropout_key is None, rngs=dropout_key)
         return self.head(feature).astype(jnp.float32)

@@ -42,11 +42,12 @@ PUBLISHED = {
     "torchvision/resnet50": Published("resnet50", TORCHVISION + "resnet50-11ad3fa6.pth", "11ad3fa6"),
     "torchvision/vit_b_16": Published("vit_b16", TORCHVISION + "vit_b_16-c867db91.pth", "c867db91"),
 }
-HF_REPOS = {  # repo -> its --model
-    "facebook/dinov2-small": "dinov2_s14", "facebook/dinov2-base": "dinov2_b14",
-    "openai/clip-vit-base-patch16": "clip_b16", "google/vit-base-patch16-224": "vit_b16",
+HF_REPOS = {  # repo -> (its --model, the commit it is pinned to: a repo's later pushes do not change a run)
+    "facebook/dinov2-small": ("dinov2_s14", "150c8e7bb7cef2d30ec31b13a517af14840ee3f7"),
+    "facebook/dinov2-base": ("dinov2_b14", "f9e44c814b77203eaa57a6bdbbd535f21ede1415"),
+    "openai/clip-vit-base-patch16": ("clip_b16", "57c216476eefef5ab752ec549e440a49ae4ae5f3"),
+    "google/vit-base-patch16-224": ("vit_b16", "3f49326eb077187dfe1c2a2bb15fbd74e6ab91e3"),
 }
-HF_REVISION = "main"
 HF_FILES = ("config.json", "preprocessor_config.json")  # beside the weights: model.safetensors or pytorch_model.bin
 
 
@@ -61,7 +62,7 @@ def is_name(weights: str) -> bool:
 
 def model_of(name: str) -> str:
     """The --model preset that weights `name` fit."""
-    return PUBLISHED[name].model if name in PUBLISHED else HF_REPOS.get(name, name)
+    return PUBLISHED[name].model if name in PUBLISHED else HF_REPOS[name][0] if name in HF_REPOS else name
 
 
 def installed(name: str) -> str | None:
@@ -101,17 +102,18 @@ def _hf_folder(repo: str) -> str:
     except ImportError:
         raise UserError(f"--weights={repo} is downloaded with huggingface_hub: pip install huggingface_hub, or "
                         f"give --weights=FOLDER (the model folder)") from None
+    revision = HF_REPOS[repo][1]
     try:
         for file in HF_FILES:
             try:
-                hf_hub_download(repo, file, revision=HF_REVISION)
+                hf_hub_download(repo, file, revision=revision)
             except EntryNotFoundError:
                 if file == "config.json":
                     raise
         try:
-            path = hf_hub_download(repo, "model.safetensors", revision=HF_REVISION)
+            path = hf_hub_download(repo, "model.safetensors", revision=revision)
         except EntryNotFoundError:
-            path = hf_hub_download(repo, "pytorch_model.bin", revision=HF_REVISION)
+            path = hf_hub_download(repo, "pytorch_model.bin", revision=revision)
     except Exception as error:  # offline, unreachable, 404, ...: huggingface_hub's own exceptions
         from huggingface_hub import constants
 

@@ -2,8 +2,9 @@
 
 Training (`relrank/train/step.py`), evaluation, scoring (`relrank/use/ranker.py`), saliency,
 embeddings and RankSVM's fc7 features all build on these functions; the
-forward pass over many images always goes through `apply_in_batches`. A graph `on_features`
-is the ranking layer alone, whose inputs are the backbone's cached features instead of images.
+forward pass over many images always goes through `apply_in_batches`. A graph's `inputs` are images, or
+what a run caches instead: the backbone's features (its graph is then the ranking layer alone), or the
+activations entering the last --train_blocks blocks (views [N, V, h, w, C]; the graph scores view 0).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 from relrank.config import Config
 from relrank.model.preprocess import normalize
 from relrank.model.backbones import build_model, build_ranking_layer
+from relrank.model.registry import trunk_blocks
 from relrank.parallel.sharding import batch_sharding, replicated
 
 
@@ -30,21 +32,25 @@ class ModelGraph:
 
     graphdef: Any
     config: Config
-    on_features: bool = False
+    inputs: str = "images"  # INPUTS
+
+
+INPUTS = ("images", "features", "activations")
 
 
 @functools.lru_cache(maxsize=8)
-def _abstract(config: Config, on_features: bool) -> tuple[Any, dict]:
+def _abstract(config: Config, head_only: bool) -> tuple[Any, dict]:
     """(graph, parameter shapes) of `config`'s model, built abstractly once per config: building even an abstract
     ViT-B or VGG-16 takes a second or more, and a run asks for them several times."""
-    build = build_ranking_layer if on_features else build_model
+    build = build_ranking_layer if head_only else build_model
     graphdef, state = nnx.split(nnx.eval_shape(lambda: build(config)), nnx.Param)
     return graphdef, nnx.to_pure_dict(state)
 
 
-def model_graph(config: Config, on_features: bool = False) -> ModelGraph:
-    """The graph of `config`'s model (or of its ranking layer alone, `on_features`), built abstractly."""
-    return ModelGraph(_abstract(config, on_features)[0], config, on_features)
+def model_graph(config: Config, inputs: str = "images") -> ModelGraph:
+    """The graph of `config`'s model (of its ranking layer alone on "features"), built abstractly."""
+    assert inputs in INPUTS, inputs
+    return ModelGraph(_abstract(config, inputs == "features")[0], config, inputs)
 
 
 def random_params(config: Config) -> dict:
@@ -64,16 +70,19 @@ def param_shapes(config: Config) -> dict:
 
 def _model_and_input(network: ModelGraph, params, images: jax.Array):
     model = nnx.merge(network.graphdef, params)
-    if network.on_features:
+    if network.inputs != "images":
         return model, images
     config = network.config
     return model, normalize(images, config.preprocessing, jnp.dtype(config.compute_dtype))
 
 
 def scores(network: ModelGraph, params, images: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
-    """r(image) for uint8 images [N, H, W, 3] (or features [N, D] `on_features`): [N, attributes] float32
-    (dropout only with a key)."""
+    """r(image) for uint8 images [N, H, W, 3] (or the graph's cached inputs): [N, attributes] float32 (dropout
+    only with a key)."""
     model, x = _model_and_input(network, params, images)
+    if network.inputs == "activations":
+        cut = trunk_blocks(network.config)
+        return model.rank(model.tail_features(x[:, 0] if x.ndim == 5 else x, cut), dropout_key=dropout_key)
     return model(x, dropout_key=dropout_key)
 
 
@@ -81,6 +90,14 @@ def features(network: ModelGraph, params, images: jax.Array) -> jax.Array:
     """The backbone's feature (fc7 for VGG) [N, D] of uint8 images [N, H, W, 3], float32, no dropout."""
     model, x = _model_and_input(network, params, images)
     return model.features(x).astype(jnp.float32)
+
+
+def activations(network: ModelGraph, params, images: jax.Array) -> jax.Array:
+    """The activations entering the last --train_blocks blocks, float32 [N, V, h, w, C], of uint8 images
+    [N, H, W, 3] (V = 2 with --flip: the image, then its mirror image)."""
+    model, x = _model_and_input(network, params, images)
+    views = [x, x[:, :, ::-1]] if network.config.flip else [x]
+    return jnp.stack([model.trunk(v, trunk_blocks(network.config)).astype(jnp.float32) for v in views], axis=1)
 
 
 def jit_apply(network: ModelGraph, mesh, output: Callable = scores) -> Callable[[Any, jax.Array], jax.Array]:

@@ -25,7 +25,8 @@ class Backbone:
     relrank/model/weights.py reads the files itself (VGG's torchvision, timm and Lasagne layouts).
     `preprocessing`: each layout's preprocessing, used where the file does not say its own.
     `size_multiple`, `size_reason`: what --image_size must be a multiple of, and why.
-    `spec_flags`: the ModelSpec fields besides dropout and zero_head that mean something to it."""
+    `spec_flags`: the ModelSpec fields besides dropout and zero_head that mean something to it.
+    `blocks`: how many blocks its trunk is a run of, of which --train_blocks may train the last alone (0: none)."""
 
     build: Callable[[Config, dict], Any]
     feature_width: int | Callable[[Config], int]
@@ -36,6 +37,7 @@ class Backbone:
     size_multiple: int = 1
     size_reason: str = ""
     spec_flags: tuple[str, ...] = ()
+    blocks: int = 0
 
 
 def _pretrained(image_size: int = 224) -> dict[str, Any]:
@@ -97,14 +99,15 @@ def _lite(config: Config, common: dict):
     return EfficientNetLite(LITE_SPECS[config.spec.architecture], **common)
 
 
-def _lite_entry(name: str, native_size: int) -> Backbone:
+def _lite_entry(name: str, native_size: int, blocks: int) -> Backbone:
     def port(tensors: dict, source: str) -> tuple[dict, str]:
         from relrank.model.efficientnet_lite import LITE_SPECS, from_pytorch
 
         return from_pytorch(tensors, LITE_SPECS[name]), "efficientnet-lite-pytorch"
 
     return Backbone(build=_lite, feature_width=1280, presets={name: _pretrained(native_size)},
-                    meant_for_weights=(name,), port=port, preprocessing={"efficientnet-lite-pytorch": LITE})
+                    meant_for_weights=(name,), port=port, preprocessing={"efficientnet-lite-pytorch": LITE},
+                    blocks=blocks)
 
 
 VIT_LAYOUTS = {"timm": HALF, "hf": HALF, "torchvision": IMAGENET}
@@ -133,9 +136,9 @@ BACKBONES: dict[str, Backbone] = {  # by ModelSpec.architecture
     "dinov2_s14": _vit_entry("dinov2_s14", 384, 14, DINOV2_LAYOUTS),
     "dinov2_b14": _vit_entry("dinov2_b14", 768, 14, DINOV2_LAYOUTS),
     "clip_b16": _vit_entry("clip_b16", 768, 16, {"hf_clip": CLIP, "openai_clip": CLIP}),
-    "efficientnet_lite0": _lite_entry("efficientnet_lite0", 224),
-    "efficientnet_lite1": _lite_entry("efficientnet_lite1", 240),
-    "efficientnet_lite2": _lite_entry("efficientnet_lite2", 260),
+    "efficientnet_lite0": _lite_entry("efficientnet_lite0", 224, 16),
+    "efficientnet_lite1": _lite_entry("efficientnet_lite1", 240, 21),
+    "efficientnet_lite2": _lite_entry("efficientnet_lite2", 260, 21),
 }
 
 
@@ -160,3 +163,26 @@ def check_image_size(config: Config) -> None:
         need = f"a multiple of {multiple} and at least 32" if multiple > 1 else "at least 32"
         why = f" ({entry.size_reason})" if entry.size_reason else ""
         raise UserError(f"--image_size must be {need} for --model={config.model}{why}, got {config.image_size}")
+
+
+def trunk_blocks(config: Config) -> int:
+    """How many of the backbone's blocks stay frozen under --train_blocks (the activations after them are cached)."""
+    return backbone(config.spec.architecture).blocks - config.train_blocks
+
+
+def check_train_blocks(config: Config) -> None:
+    """A one-line error for a --train_blocks the run cannot honour."""
+    if not config.train_blocks:
+        return
+    blocks = backbone(config.spec.architecture).blocks
+    if not blocks:
+        have = ", ".join(name for name, entry in BACKBONES.items() if entry.blocks)
+        raise UserError(f"--train_blocks works with {have}, not --model={config.model}")
+    if config.train_blocks > blocks:
+        raise UserError(f"--train_blocks={config.train_blocks} is more than the {blocks} blocks of {config.model}")
+    if config.backbone_lr == 0:
+        raise UserError("--train_blocks trains blocks at --backbone_lr, which is 0 (a frozen backbone): give a "
+                        "rate, or --train_blocks=0 to train the ranking layer alone")
+    if config.crop_min_scale < 1 or config.color_jitter or config.load_size not in (0, config.image_size):
+        raise UserError("--train_blocks trains on activations computed once per image, which cannot be cropped or "
+                        "colour-jittered: give --crop_min_scale=1 --color_jitter=0 --load_size=0 (flips are cached)")

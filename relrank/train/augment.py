@@ -6,7 +6,8 @@ Each image of a batch, both members of a pair independently, gets:
   a horizontal flip with probability 1/2 (`flip`);
   brightness and contrast factors in 1 +- `color_jitter`.
 Everything is drawn from the step's key, so a run and its resumed copy see the
-same augmentations.
+same augmentations. A run on cached activations (--train_blocks) has each image's
+views cached instead, and `pick_views` draws one per image.
 """
 
 from __future__ import annotations
@@ -68,3 +69,9 @@ def augment(key: jax.Array, images: jax.Array, size: int, config) -> jax.Array:
         return x
 
     return jax.vmap(one)(keys, images)
+
+
+def pick_views(key: jax.Array, views: jax.Array) -> jax.Array:
+    """One of each image's cached views [N, V, ...] -> [N, ...], drawn uniformly (the image or its mirror)."""
+    picked = jax.random.randint(key, (views.shape[0],), 0, views.shape[1])
+    return jnp.take_along_axis(views, picked.reshape((-1,) + (1,) * (views.ndim - 1)), axis=1)[:, 0]

@@ -1,10 +1,13 @@
-"""The frozen-feature fast path: with the backbone frozen (--backbone_lr=0) and no augmentation, each image's
-feature is computed once, cached on disk, and only the ranking layer trains, on the cached features.
+"""The frozen-feature fast paths: with the backbone frozen (--backbone_lr=0) and no augmentation, each image's
+feature is computed once, cached on disk, and only the ranking layer trains, on the cached features. With
+--train_blocks=N the same holds one step earlier: the activations entering the backbone's last N blocks (of
+the image and, with --flip, of its mirror image) are cached, and those blocks train with the ranking layer.
 
 A cache file holds the features of one dataset's images for one backbone: its name says the dataset, model,
 size and weights file; inside, its key records what the features depend on (the weights file's SHA-256,
 the network, the preprocessing, the size, the dtype). A file whose key differs from the run's is stale and
 refused in one line; a later run (another seed, attribute or recipe) reuses it and adds missing images.
+Activations are cached as features are, in files named and keyed by the frozen blocks and views as well.
 Dropout (--dropout) acts on the cached feature, as VGG's after fc7 does (VGG's after fc6 cannot).
 """
 
@@ -23,7 +26,8 @@ import numpy as np
 
 from relrank.config import Config
 from relrank.errors import UserError
-from relrank.model.network import apply_in_batches, features, jit_apply, model_graph
+from relrank.model.network import activations, apply_in_batches, features, jit_apply, model_graph
+from relrank.model.registry import trunk_blocks
 from relrank.model.downloads import sha256
 from relrank.model.weights import HF_WEIGHTS, file_version
 from relrank.parallel import distributed, sharding
@@ -34,6 +38,11 @@ from relrank.train import augment
 def uses_cached_features(config: Config) -> bool:
     """Whether a run trains its ranking layer alone on cached features."""
     return config.method == "deep" and config.backbone_lr == 0 and not augment.enabled(config)
+
+
+def uses_cached_activations(config: Config) -> bool:
+    """Whether a run trains its last blocks and ranking layer on cached activations (--train_blocks)."""
+    return config.method == "deep" and config.train_blocks > 0
 
 
 def cache_dir(config: Config) -> str:
@@ -60,12 +69,16 @@ def cache_key(config: Config) -> dict:
     spec = {k: v for k, v in dataclasses.asdict(config.spec).items() if k not in ("dropout", "zero_head")}
     key = dict(weights=weights_digest(config), model=config.model, spec=spec, image_size=config.image_size,
                preprocessing=dataclasses.asdict(config.preprocessing), compute_dtype=config.compute_dtype)
+    if uses_cached_activations(config):
+        key.update(trunk_blocks=trunk_blocks(config), views=2 if config.flip else 1)
     return json.loads(json.dumps(key))  # as it reads back from the file
 
 
 def cache_path(config: Config) -> str:
     weights = os.path.basename(os.path.normpath(config.weights)) if config.weights else f"random-seed{config.seed}"
     name = f"{config.dataset}-{config.data_identity}-{config.model}-{config.image_size}px-{weights}"
+    if uses_cached_activations(config):
+        name += f"-after{trunk_blocks(config)}blocks{'-flips' if config.flip else ''}"
     return os.path.join(cache_dir(config), re.sub(r"[^\w.+-]", "_", name) + ".npz")
 
 
@@ -97,18 +110,20 @@ def write_cache(path: str, key: dict, ids: np.ndarray, table: np.ndarray) -> Non
 
 
 def attach_features(config: Config, params: dict, splits: list, mesh) -> dict:
-    """Replace each split's images with its images' features [images, D] (float32), from the cache where it has
-    them, computed (and cached) otherwise; returns what was done, for the run's summary."""
+    """Replace each split's images with its images' features [images, D] (float32; activations [images, views,
+    h, w, C] under --train_blocks), from the cache where it has them, computed (and cached) otherwise; returns
+    what was done, for the run's summary."""
     started = time.perf_counter()
+    what = "activations" if uses_cached_activations(config) else "features"
     path, key = cache_path(config), cache_key(config)
     ids, table = read_cache(path, key)
     wanted = np.unique(np.concatenate([split.ids for split in splits]))
     missing = np.setdiff1d(wanted, ids)
     if len(missing):
-        extract = jit_apply(model_graph(config), mesh, features)
+        extract = jit_apply(model_graph(config), mesh, activations if uses_cached_activations(config) else features)
         images = _Images(splits, missing)
         new = apply_in_batches(lambda x: extract(params, sharding.put_images(x, mesh)), images,
-                               config.eval_batch_images, desc="computing features", multiple=mesh.size)
+                               config.eval_batch_images, desc=f"computing {what}", multiple=mesh.size)
         ids = np.concatenate([ids, missing])
         table = new if table is None else np.concatenate([table, new])
         if distributed.is_main():
@@ -118,7 +133,7 @@ def attach_features(config: Config, params: dict, splits: list, mesh) -> dict:
         split.images = table[[row_of[int(i)] for i in split.ids]]
     seconds = time.perf_counter() - started
     if distributed.is_main():
-        print(f"features: {len(wanted) - len(missing)} cached, {len(missing)} computed in {seconds:.1f} s ({path})",
+        print(f"{what}: {len(wanted) - len(missing)} cached, {len(missing)} computed in {seconds:.1f} s ({path})",
               file=sys.stderr)
     return dict(feature_cache=path, features_cached=int(len(wanted) - len(missing)),
                 features_computed=int(len(missing)), feature_seconds=round(seconds, 2))

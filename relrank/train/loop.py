@@ -27,13 +27,14 @@ from relrank.data.pairs import LabelledPairs, hold_out
 from relrank.errors import UserError
 from relrank.evaluation.evaluator import evaluate
 from relrank.model.network import apply_in_batches, jit_apply
+from relrank.model.registry import trunk_blocks
 from relrank.model.weights import check_weights, starting_params
 from relrank.parallel import distributed, sharding
 from relrank.run.backbone import has_frozen_backbone, save_backbone
 from relrank.run.checkpoints import SELECTION_METRICS
 from relrank.run.workdir import check_usable, exclusive, remove_if_unused, write_atomic
 from relrank.train import augment, signals
-from relrank.train.cached_features import attach_features, uses_cached_features
+from relrank.train.cached_features import attach_features, uses_cached_activations, uses_cached_features
 from relrank.train.log import CURVES_FILE, TrainingLog, plot_curves
 from relrank.train.monitor import LearningMonitor
 from relrank.train.resume import interrupted, last_checkpoint, restore_or_init
@@ -116,11 +117,15 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
     train_pairs = _training_pairs(config, train_split, mesh)
     per_epoch = batches.steps_per_epoch(len(train_pairs), config.batch_pairs, config.batch_images)
     total_steps = config.epochs * per_epoch
-    frozen, about_features = None, {}
+    frozen, about_features, inputs = None, {}, "images"
     # Only the ranking layer trains, on each image's features computed once; a frozen run checkpointed before
     # this path existed (whole-network checkpoints, no backbone file) resumes as it was trained.
     if uses_cached_features(config) and (has_frozen_backbone(workdir) or last_checkpoint(workdir) is None):
         frozen, about_features = _frozen_features(config, workdir, [train_split, *eval_splits.values()], mesh)
+        inputs = "features"
+    elif uses_cached_activations(config):  # the last blocks train on activations; checkpoints hold every layer
+        about_features = attach_features(config, starting_params(config), [train_split, *eval_splits.values()], mesh)
+        inputs = "activations"
     else:
         _load_if_it_fits(config, train_split, eval_splits)
     checkpoints, config, state, resumed_from = restore_or_init(config, workdir, mesh, total_steps, extend, frozen)
@@ -137,7 +142,7 @@ def _train(config: Config, workdir: str, train_split: SplitImages, eval_splits: 
     else:
         local_batches = batches.table_batches(plans, train_split.images, start_step, end_step, rows)
     training = Training(config, workdir, mesh, checkpoints, sharding.put_replicated(state, mesh), eval_splits,
-                        per_epoch, total_steps, start_step, end_step, started, on_features=frozen is not None)
+                        per_epoch, total_steps, start_step, end_step, started, inputs)
     try:
         try:
             all_batches, compile_seconds = training.compile(batches.prefetch(sharding.put_batch(b, mesh)
@@ -186,11 +191,11 @@ class Training:
 
     def __init__(self, config: Config, workdir: str, mesh, checkpoints, state, eval_splits: dict[str, SplitImages],
                  per_epoch: int, total_steps: int, start_step: int, end_step: int, started: float,
-                 on_features: bool = False):
+                 inputs: str = "images"):
         self.config, self.workdir, self.mesh, self.checkpoints, self.state = config, workdir, mesh, checkpoints, state
         self.eval_splits, self.per_epoch, self.total_steps = eval_splits, per_epoch, total_steps
         self.start_step, self.end_step, self.started = start_step, end_step, started
-        self.task = make_task(config, total_steps, on_features)
+        self.task = make_task(config, total_steps, inputs)
         self.score_fn = jit_apply(self.task.network, mesh)
         self.monitor = LearningMonitor(config.attrs, total_steps, per_epoch, round(config.warmup_fraction * total_steps))
         self.log = TrainingLog(workdir, per_epoch, start_step, self._last_checkpoint,
@@ -203,7 +208,7 @@ class Training:
         self.together = jax.process_count() > 1
         self.stop_requested: list[int] = []
         if distributed.is_main():
-            print(describe_run(config, per_epoch, total_steps, start_step, on_features), file=sys.stderr)
+            print(describe_run(config, per_epoch, total_steps, start_step, inputs), file=sys.stderr)
         self.bar = tqdm(total=end_step, initial=start_step, desc=f"{config.dataset}/{_attrs_label(config)}",
                         unit="step", disable=not distributed.is_main())
 
@@ -372,12 +377,18 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def describe_run(config: Config, per_epoch: int, total_steps: int, start_step: int, on_features: bool = False) -> str:
-    """One line saying what is about to train: recipe, model, input size, steps."""
+def describe_run(config: Config, per_epoch: int, total_steps: int, start_step: int, inputs: str = "images") -> str:
+    """One line saying what is about to train: recipe, model, input size, what trains on what, steps."""
     batch = f"{config.batch_images} images" if config.batch_images else f"{config.batch_pairs} pairs"
     weights = f"weights {os.path.basename(config.weights)}" if config.weights else "random init"
     resumed = f", resuming at step {start_step}" if start_step else ""
-    weights += ", frozen: the ranking layer trains on cached features" if on_features else ""
+    if inputs == "features":
+        weights += ", frozen: the ranking layer trains on cached features"
+    elif inputs == "activations":
+        frozen = trunk_blocks(config)
+        weights += (f", blocks {frozen + 1}-{frozen + config.train_blocks} of {frozen + config.train_blocks}, "
+                    f"the head convolution and ranking layer train on the cached activations of the blocks before"
+                    f"{' (and of mirror images)' if config.flip else ''}")
     return (f"recipe {config.recipe}: {config.model} at {config.image_size} px from {weights}, dropout "
             f"{config.spec.dropout:g}, {config.optimizer} {config.backbone_lr:g}/{config.head_lr:g} ({config.schedule}); "
             f"{total_steps} steps = {config.epochs} epoch{'s' if config.epochs > 1 else ''} of {per_epoch} steps of "

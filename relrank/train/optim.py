@@ -15,15 +15,23 @@ import jax
 import optax
 
 from relrank.config import OPTIMIZERS
+from relrank.model.registry import trunk_blocks
 
 HEAD_LAYERS = ("head",)
 
 
-def param_groups(params) -> dict:
-    """A pytree like `params` labelling each leaf 'head' or 'backbone'."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: "head" if path[0].key in HEAD_LAYERS else "backbone", params
-    )
+def param_groups(params, frozen_blocks: int | None = None) -> dict:
+    """A pytree like `params` labelling each leaf 'head' or 'backbone'; with `frozen_blocks` (--train_blocks),
+    the stem and the first `frozen_blocks` blocks are 'frozen' instead."""
+    def group(path) -> str:
+        if path[0].key in HEAD_LAYERS:
+            return "head"
+        if frozen_blocks is not None and (path[0].key == "stem" or path[0].key == "blocks" and
+                                          path[1].key < frozen_blocks):
+            return "frozen"
+        return "backbone"
+
+    return jax.tree_util.tree_map_with_path(lambda path, _: group(path), params)
 
 
 def kernels(params) -> dict:
@@ -65,14 +73,17 @@ def group_optimizer(name: str, lr, weight_decay: float, momentum: float) -> opta
 
 
 def make_optimizer(config, total_steps: int | None = None) -> optax.GradientTransformation:
-    """The config's optimizer, per parameter group; a learning rate of 0 freezes a group (no state kept)."""
+    """The config's optimizer, per parameter group; a learning rate of 0 freezes a group (no state kept), as
+    --train_blocks freezes the blocks before the last ones."""
     def group(peak: float) -> optax.GradientTransformation:
         if peak == 0:
             return optax.set_to_zero()
         lr = learning_rate(peak, config.schedule, total_steps, config.warmup_fraction)
         return group_optimizer(config.optimizer, lr, config.weight_decay, config.momentum)
 
-    return optax.partition({"backbone": group(config.backbone_lr), "head": group(config.head_lr)}, param_groups)
+    frozen = trunk_blocks(config) if config.train_blocks else None
+    return optax.partition({"backbone": group(config.backbone_lr), "head": group(config.head_lr),
+                            "frozen": optax.set_to_zero()}, lambda params: param_groups(params, frozen))
 
 
 def loss_weight_decay(config) -> float:

@@ -53,7 +53,7 @@ def restore_or_init(config: Config, workdir: str, mesh, total_steps: int, extend
             saved = checkpoints.restore_config(step)
             check_resumable(saved, config, workdir, extend)
             resumed = dataclasses.replace(config, preprocessing=saved.preprocessing)  # as it was trained
-            task = make_task(resumed, total_steps, on_features=frozen is not None)
+            task = make_task(resumed, total_steps, "features" if frozen is not None else "images")
             shapes = jax.eval_shape(lambda: init_state(task, trained(random_params(resumed))))  # shapes only
             state = checkpoints.restore_state(step, abstract(shapes, sharding.replicated(mesh)))
         except UnreadableCheckpoint as error:
@@ -67,7 +67,7 @@ def restore_or_init(config: Config, workdir: str, mesh, total_steps: int, extend
         raise UserError(f"no checkpoint in {checkpoints.directory} is readable (steps {', '.join(map(str, unreadable))});"
                         f" move that folder away to start afresh")
     start = trained(frozen if frozen is not None else starting_params(config))
-    return checkpoints, config, init_state(make_task(config, total_steps, on_features=frozen is not None), start), None
+    return checkpoints, config, init_state(make_task(config, total_steps, "features" if frozen is not None else "images"), start), None
 
 
 def _set_aside(checkpoints: Checkpoints, unreadable: list[int], resumed: int) -> None:

@@ -41,10 +41,10 @@ class Task:
     config: Config
 
 
-def make_task(config: Config, total_steps: int | None = None, on_features: bool = False) -> Task:
-    """The network (its ranking layer alone `on_features`) and optimizer of `config`; schedules other than
-    constant need the run's `total_steps`."""
-    return Task(model_graph(config, on_features), make_optimizer(config, total_steps), config)
+def make_task(config: Config, total_steps: int | None = None, inputs: str = "images") -> Task:
+    """The network on `inputs` (images, or cached features or activations: relrank/model/network.py) and the
+    optimizer of `config`; schedules other than constant need the run's `total_steps`."""
+    return Task(model_graph(config, inputs), make_optimizer(config, total_steps), config)
 
 
 def init_state(task: Task, params: dict) -> TrainState:
@@ -58,7 +58,9 @@ def init_state(task: Task, params: dict) -> TrainState:
 
 def loss_fn(params, batch: dict, dropout_key: jax.Array, task: Task):
     images = batch["images"]
-    if augment.enabled(task.config):
+    if task.network.inputs == "activations":
+        images = augment.pick_views(jax.random.fold_in(dropout_key, 1), images)
+    elif augment.enabled(task.config):
         images = augment.augment(jax.random.fold_in(dropout_key, 1), images, task.config.image_size, task.config)
     r = scores(task.network, params, images, dropout_key)
     rank_loss = ranknet_loss(r[batch["a"]], r[batch["b"]], batch["target"], batch["weight"])
