@@ -166,8 +166,9 @@ class Config:
     optimizer: str = setting("rmsprop", "optimisation", "rmsprop (Lasagne's, the paper's), adamw, or sgd (with "
                              "--momentum)", OPTIMIZERS)
     backbone_lr: float = setting(1e-3, "optimisation", "(peak) learning rate of the backbone (all but the ranking "
-                                 "layer); 0 freezes it: without augmentation, the ranking layer then trains alone on "
-                                 "each image's features, computed once and cached (--feature_cache)")
+                                 "layer); 0 freezes it: without augmentation but flips, the ranking layer then trains alone "
+                                 "on each image's features (and its mirror image's, with --flip), computed once and "
+                                 "cached (--feature_cache)")
     head_lr: float = setting(1e-3, "optimisation", "(peak) learning rate of the linear ranking layer")
     train_blocks: int = setting(0, "optimisation", "EfficientNet-Lite: train only the backbone's last N blocks (and "
                                 "its 1x1 head convolution) at --backbone_lr, on the activations of the frozen blocks "
@@ -202,8 +203,9 @@ class Config:
                                   "the RAM (at most 16 GiB). Both give the same batches",
                                   ("auto", "memory", "streaming"))
     feature_cache: str = setting("", "checkpoints", "folder of the cached features of runs with a frozen backbone "
-                                 "(--backbone_lr=0, no augmentation: only the ranking layer trains, on each image's "
-                                 "features computed once)", unset="$RELRANK_CACHE or ~/.cache/relrank/features")
+                                 "(--backbone_lr=0, no augmentation but flips: only the ranking layer trains, on each "
+                                 "image's features computed once) and of the activations --train_blocks trains on",
+                                 unset="$RELRANK_CACHE or ~/.cache/relrank/features")
     data_workers: int = setting(0, "checkpoints", "worker processes of the streaming pipeline (0: one per core "
                                 "but one, at most 8)")
     ranksvm_features: str = setting("dataset", "ranksvm", "the dataset's own features (PubFig/OSR GIST) or the "

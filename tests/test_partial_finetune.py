@@ -13,7 +13,7 @@ import pytest
 import relrank
 from relrank.cli import train_main
 from relrank.configs import make_config
-from relrank.model.network import activations, model_graph, scores
+from relrank.model.network import cached_views, model_graph, scores
 from relrank.model.weights import starting_params
 from relrank.train.optim import param_groups
 
@@ -26,13 +26,13 @@ def test_cached_activations_score_as_the_whole_network_and_hold_mirror_images():
     config = _config(train_blocks=5)
     params = starting_params(config)
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    views = np.asarray(activations(model_graph(config), params, jnp.asarray(images)))
+    views = np.asarray(cached_views(model_graph(config), params, jnp.asarray(images)))
     assert views.shape == (3, 2, 4, 4, 112)  # entering block 12 of 16 (stage 6), at 1/16 of 64 px
-    mirrored = np.asarray(activations(model_graph(config), params, jnp.asarray(images[:, :, ::-1])))
+    mirrored = np.asarray(cached_views(model_graph(config), params, jnp.asarray(images[:, :, ::-1])))
     np.testing.assert_allclose(views[:, 1], mirrored[:, 0], atol=1e-5 * np.abs(views).max())
     params = {**params, "head": {"kernel": jnp.ones_like(params["head"]["kernel"]), "bias": params["head"]["bias"]}}
     whole = np.asarray(scores(model_graph(config), params, jnp.asarray(images)))
-    from_views = np.asarray(scores(model_graph(config, "activations"), params, jnp.asarray(views)))
+    from_views = np.asarray(scores(model_graph(config, "activations"), params, jnp.asarray(views[:, 0])))
     np.testing.assert_allclose(from_views, whole, atol=1e-5 * np.abs(whole).max())
     assert np.ptp(whole) > 0
 
@@ -93,3 +93,20 @@ def test_settings_it_cannot_honour_are_one_line(data_dir, tmp_path, capsys, flag
                        *flags]) == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_frozen_backbone_with_flips_trains_on_cached_features_of_mirror_images_too(data_dir, tmp_path, capsys):
+    from relrank.use.results import evaluate_run
+
+    workdir = tmp_path / "linear"
+    assert train_main([f"--data_dir={data_dir}", "--dataset=synthetic", "--recipe=linear", "--image_size=64",
+                       "--weights=efficientnet_lite0", "--flip", "--attr=brightness", f"--workdir={workdir}"]) == 0
+    assert "frozen: the ranking layer trains on cached features" in capsys.readouterr().err
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["feature_cache"].endswith("-flips.npz") and summary["features_computed"] > 0
+    with np.load(summary["feature_cache"]) as cache:
+        table, key = cache["features"], json.loads(str(cache["key"]))
+    assert table.shape[1:] == (2, 1280) and key["views"] == 2
+    assert not np.allclose(table[:, 0], table[:, 1])  # the mirror images' features differ
+    rows = {row["attr"]: row["accuracy"] for row in evaluate_run(str(workdir), data_dir=data_dir)}
+    assert rows["brightness"] == pytest.approx(summary["test_accuracy"], abs=0.05)

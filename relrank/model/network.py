@@ -3,8 +3,8 @@
 Training (`relrank/train/step.py`), evaluation, scoring (`relrank/use/ranker.py`), saliency,
 embeddings and RankSVM's fc7 features all build on these functions; the
 forward pass over many images always goes through `apply_in_batches`. A graph's `inputs` are images, or
-what a run caches instead: the backbone's features (its graph is then the ranking layer alone), or the
-activations entering the last --train_blocks blocks (views [N, V, h, w, C]; the graph scores view 0).
+what a run caches instead (`cached_views`): the backbone's features (its graph is then the ranking layer
+alone), or the activations entering the last --train_blocks blocks.
 """
 
 from __future__ import annotations
@@ -81,8 +81,7 @@ def scores(network: ModelGraph, params, images: jax.Array, dropout_key: jax.Arra
     only with a key)."""
     model, x = _model_and_input(network, params, images)
     if network.inputs == "activations":
-        cut = trunk_blocks(network.config)
-        return model.rank(model.tail_features(x[:, 0] if x.ndim == 5 else x, cut), dropout_key=dropout_key)
+        return model.rank(model.tail_features(x, trunk_blocks(network.config)), dropout_key=dropout_key)
     return model(x, dropout_key=dropout_key)
 
 
@@ -92,12 +91,16 @@ def features(network: ModelGraph, params, images: jax.Array) -> jax.Array:
     return model.features(x).astype(jnp.float32)
 
 
-def activations(network: ModelGraph, params, images: jax.Array) -> jax.Array:
-    """The activations entering the last --train_blocks blocks, float32 [N, V, h, w, C], of uint8 images
-    [N, H, W, 3] (V = 2 with --flip: the image, then its mirror image)."""
+def cached_views(network: ModelGraph, params, images: jax.Array) -> jax.Array:
+    """What a run on cached inputs trains on, float32, for uint8 images [N, H, W, 3]: the backbone's features
+    [N, D], or under --train_blocks the activations entering its last blocks [N, h, w, C]; with --flip, of the
+    image and of its mirror image: [N, 2, ...]."""
     model, x = _model_and_input(network, params, images)
-    views = [x, x[:, :, ::-1]] if network.config.flip else [x]
-    return jnp.stack([model.trunk(v, trunk_blocks(network.config)).astype(jnp.float32) for v in views], axis=1)
+    cut = trunk_blocks(network.config)
+    embed = (lambda v: model.trunk(v, cut)) if network.config.train_blocks else model.features
+    if not network.config.flip:
+        return embed(x).astype(jnp.float32)
+    return jnp.stack([embed(v).astype(jnp.float32) for v in (x, x[:, :, ::-1])], axis=1)
 
 
 def jit_apply(network: ModelGraph, mesh, output: Callable = scores) -> Callable[[Any, jax.Array], jax.Array]:

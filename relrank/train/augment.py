@@ -6,8 +6,8 @@ Each image of a batch, both members of a pair independently, gets:
   a horizontal flip with probability 1/2 (`flip`);
   brightness and contrast factors in 1 +- `color_jitter`.
 Everything is drawn from the step's key, so a run and its resumed copy see the
-same augmentations. A run on cached activations (--train_blocks) has each image's
-views cached instead, and `pick_views` draws one per image.
+same augmentations. A run on cached features or activations may flip only: each
+image's two views are cached, and `pick_views` draws one per image.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ ASPECT_RATIOS = (3 / 4, 4 / 3)
 def enabled(config) -> bool:
     """Whether training images go through `augment` (also when they are stored larger than the input)."""
     return config.crop_min_scale < 1 or config.flip or config.color_jitter > 0 or train_size(config) != config.image_size
+
+
+def only_flips(config) -> bool:
+    """Whether training images are augmented by flips at most (what runs on cached inputs can do)."""
+    return config.crop_min_scale == 1 and config.color_jitter == 0 and train_size(config) == config.image_size
 
 
 def train_size(config) -> int:

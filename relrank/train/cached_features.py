@@ -1,7 +1,8 @@
-"""The frozen-feature fast paths: with the backbone frozen (--backbone_lr=0) and no augmentation, each image's
-feature is computed once, cached on disk, and only the ranking layer trains, on the cached features. With
---train_blocks=N the same holds one step earlier: the activations entering the backbone's last N blocks (of
-the image and, with --flip, of its mirror image) are cached, and those blocks train with the ranking layer.
+"""The frozen-feature fast paths: with the backbone frozen (--backbone_lr=0) and no augmentation but flips,
+each image's feature is computed once (and once for its mirror image, with --flip), cached on disk, and only
+the ranking layer trains, on the cached features (a flip picks the mirror image's). With --train_blocks=N the
+same holds one step earlier: the activations entering the backbone's last N blocks are cached, and those
+blocks train with the ranking layer.
 
 A cache file holds the features of one dataset's images for one backbone: its name says the dataset, model,
 size and weights file; inside, its key records what the features depend on (the weights file's SHA-256,
@@ -26,7 +27,7 @@ import numpy as np
 
 from relrank.config import Config
 from relrank.errors import UserError
-from relrank.model.network import activations, apply_in_batches, features, jit_apply, model_graph
+from relrank.model.network import apply_in_batches, cached_views, jit_apply, model_graph
 from relrank.model.registry import trunk_blocks
 from relrank.model.downloads import sha256
 from relrank.model.weights import HF_WEIGHTS, file_version
@@ -37,7 +38,7 @@ from relrank.train import augment
 
 def uses_cached_features(config: Config) -> bool:
     """Whether a run trains its ranking layer alone on cached features."""
-    return config.method == "deep" and config.backbone_lr == 0 and not augment.enabled(config)
+    return config.method == "deep" and config.backbone_lr == 0 and augment.only_flips(config)
 
 
 def uses_cached_activations(config: Config) -> bool:
@@ -70,7 +71,9 @@ def cache_key(config: Config) -> dict:
     key = dict(weights=weights_digest(config), model=config.model, spec=spec, image_size=config.image_size,
                preprocessing=dataclasses.asdict(config.preprocessing), compute_dtype=config.compute_dtype)
     if uses_cached_activations(config):
-        key.update(trunk_blocks=trunk_blocks(config), views=2 if config.flip else 1)
+        key.update(trunk_blocks=trunk_blocks(config))
+    if config.flip:
+        key.update(views=2)
     return json.loads(json.dumps(key))  # as it reads back from the file
 
 
@@ -78,7 +81,9 @@ def cache_path(config: Config) -> str:
     weights = os.path.basename(os.path.normpath(config.weights)) if config.weights else f"random-seed{config.seed}"
     name = f"{config.dataset}-{config.data_identity}-{config.model}-{config.image_size}px-{weights}"
     if uses_cached_activations(config):
-        name += f"-after{trunk_blocks(config)}blocks{'-flips' if config.flip else ''}"
+        name += f"-after{trunk_blocks(config)}blocks"
+    if config.flip:
+        name += "-flips"
     return os.path.join(cache_dir(config), re.sub(r"[^\w.+-]", "_", name) + ".npz")
 
 
@@ -110,9 +115,9 @@ def write_cache(path: str, key: dict, ids: np.ndarray, table: np.ndarray) -> Non
 
 
 def attach_features(config: Config, params: dict, splits: list, mesh) -> dict:
-    """Replace each split's images with its images' features [images, D] (float32; activations [images, views,
-    h, w, C] under --train_blocks), from the cache where it has them, computed (and cached) otherwise; returns
-    what was done, for the run's summary."""
+    """Replace each split's images with its images' cached views (relrank/model/network.py `cached_views`), from
+    the cache where it has them, computed (and cached) otherwise; the training split (the first) keeps both
+    views with --flip, the others the image's alone. Returns what was done, for the run's summary."""
     started = time.perf_counter()
     what = "activations" if uses_cached_activations(config) else "features"
     path, key = cache_path(config), cache_key(config)
@@ -120,7 +125,7 @@ def attach_features(config: Config, params: dict, splits: list, mesh) -> dict:
     wanted = np.unique(np.concatenate([split.ids for split in splits]))
     missing = np.setdiff1d(wanted, ids)
     if len(missing):
-        extract = jit_apply(model_graph(config), mesh, activations if uses_cached_activations(config) else features)
+        extract = jit_apply(model_graph(config), mesh, cached_views)
         images = _Images(splits, missing)
         new = apply_in_batches(lambda x: extract(params, sharding.put_images(x, mesh)), images,
                                config.eval_batch_images, desc=f"computing {what}", multiple=mesh.size)
@@ -129,8 +134,10 @@ def attach_features(config: Config, params: dict, splits: list, mesh) -> dict:
         if distributed.is_main():
             write_cache(path, key, ids, table)
     row_of = {int(i): r for r, i in enumerate(ids)}
-    for split in splits:
+    for n, split in enumerate(splits):
         split.images = table[[row_of[int(i)] for i in split.ids]]
+        if config.flip and n:  # evaluation scores the images as they are
+            split.images = split.images[:, 0]
     seconds = time.perf_counter() - started
     if distributed.is_main():
         print(f"{what}: {len(wanted) - len(missing)} cached, {len(missing)} computed in {seconds:.1f} s ({path})",

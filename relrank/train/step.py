@@ -58,8 +58,9 @@ def init_state(task: Task, params: dict) -> TrainState:
 
 def loss_fn(params, batch: dict, dropout_key: jax.Array, task: Task):
     images = batch["images"]
-    if task.network.inputs == "activations":
-        images = augment.pick_views(jax.random.fold_in(dropout_key, 1), images)
+    if task.network.inputs != "images":
+        if task.config.flip:  # the cached views of the image and of its mirror image: one of them
+            images = augment.pick_views(jax.random.fold_in(dropout_key, 1), images)
     elif augment.enabled(task.config):
         images = augment.augment(jax.random.fold_in(dropout_key, 1), images, task.config.image_size, task.config)
     r = scores(task.network, params, images, dropout_key)
