@@ -68,7 +68,8 @@ def read_annotations(csv_path: str, known_images: set[str], refused: dict[str, s
         if any(extra.strip() for extra in row.get(None, [])):
             problems.append(f"line {line}: more fields than the header has (quote names that hold a comma)")
             continue
-        a, b, attr = row["image_a"].strip(), row["image_b"].strip(), row["attribute"].strip()
+        a, b = (_image_name(row[c], known_images) for c in ("image_a", "image_b"))
+        attr = row["attribute"].strip()
         word = row["label"].strip().lower()
         label = LABELS.get(word)
         split = (row.get("split") or "").strip().lower()
@@ -139,6 +140,12 @@ def vote_counts(votes: dict[tuple, list[float]]) -> dict[str, int]:
     """How many pairs were annotated more than once, and how many of those got different answers."""
     repeated = [v for v in votes.values() if len(v) > 1]
     return dict(repeated_pairs=len(repeated), conflicting_pairs=sum(len(set(v)) > 1 for v in repeated))
+
+
+def _image_name(field: str, known_images: set[str]) -> str:
+    """An image name as written: exactly, when an image bears it (' a.jpg' may be a file's name), else without
+    the spaces around it (hand-written CSVs put one after each comma)."""
+    return field if field in known_images else field.strip()
 
 
 def image_names(images_root: str) -> tuple[set[str], dict[str, str]]:

@@ -4,7 +4,10 @@ One line per answer (image_a, image_b, attribute, label = more / less / equal, a
 retraction (label `undo`: it withdraws that annotator's latest answer to the pair). Each line is written
 with one write() to a file opened for appending and fsynced before the answer is acknowledged, under the
 server's lock: a line is never interleaved with another, and kill -9 loses at most the answer in flight.
-An existing file is read with the builder's own parser (an error names its line) and never rewritten.
+Before each write the file must still be the one the server read and wrote (same inode and size: not
+edited, replaced or truncated meanwhile); a write that fails (a full disk) is cut back off the file, so no
+torn line is left and an answer reported as failed never counts after a restart. An existing file is read
+with the builder's own parser (an error names its line) and never rewritten.
 """
 
 from __future__ import annotations
@@ -23,17 +26,23 @@ HEADER = ("image_a", "image_b", "attribute", "label", "annotator", "time")
 WORDS = {1.0: "more", 0.0: "less", 0.5: "equal"}
 
 
+class AnswerNotSaved(OSError):
+    """An answer that is not on disk (the message says why); the server answers it with status 503."""
+
+
 class AnswerLog:
     """Appends answers and retractions to a pairs.csv; `answers` are the ones standing, oldest first."""
 
     def __init__(self, path: str, images: set[str]):
         self.path = path
         self.lock = threading.Lock()
-        if os.path.exists(path) and os.path.getsize(path) > 0:
+        stat = os.stat(path) if os.path.exists(path) else None
+        self.written = (stat.st_ino, stat.st_size) if stat else None  # the file as read: appends check it is still so
+        if stat and stat.st_size > 0:
             self.columns, self.answers, needs_newline = self._read(path, images)
         else:
             self.columns, self.answers, needs_newline = HEADER, [], False
-            self._append(",".join(HEADER) + "\n", create=True)
+            self._append(",".join(HEADER) + "\n", create=stat is None)
         if needs_newline:  # a file saved without a final line end (Excel): end its last line, do not join it
             self._append("\n")
 
@@ -54,10 +63,21 @@ class AnswerLog:
         flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT | os.O_EXCL if create else 0)
         fd = os.open(self.path, flags, 0o644)
         try:
+            before = os.fstat(fd)
+            if not create and (before.st_ino, before.st_size) != self.written:
+                raise AnswerNotSaved(f"{self.path} changed on disk while the server ran (edited, replaced or "
+                                     f"truncated): answers are not saved; restart relrank annotate to read it again")
             data = text.encode()
-            if os.write(fd, data) != len(data):
-                raise OSError(f"short write to {self.path}")
-            os.fsync(fd)
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(f"short write to {self.path}")
+                os.fsync(fd)
+            except OSError as error:
+                os.ftruncate(fd, before.st_size)  # no torn line: the file is as it was
+                os.fsync(fd)
+                raise AnswerNotSaved(f"the answer could not be saved to {self.path} ({error.strerror or error}); "
+                                     f"free some space or fix the folder, then answer again") from None
+            self.written = (before.st_ino, before.st_size + len(data))
         finally:
             os.close(fd)
         if create:  # the new file's directory entry too

@@ -57,6 +57,18 @@ def readable(path: str) -> bool:
         return False
 
 
+def decodes(path: str) -> bool:
+    """Whether the whole image decodes (a truncated file with a good header does not; JPEGs are decoded at a
+    reduced scale, which reads all their data): checked before an image is first served."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (64, 64))
+            image.load()
+        return True
+    except Exception:  # noqa: BLE001 - deleted, truncated, damaged: any failure means it cannot be shown
+        return False
+
+
 def open_folder(root: str) -> Folder:
     """The folder's images; fewer than two readable ones is a one-line error, unreadable ones are listed once."""
     if not os.path.isdir(root):

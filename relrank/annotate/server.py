@@ -10,7 +10,8 @@
     GET  /images/<name>         an image of the folder (only those: names are looked up, never joined to paths)
 
 With a token every request carries it (`?token=` or the header X-Relrank-Token); without, 403.
-Refused requests get status 400 and {"ok": false, "error": why}.
+Refused requests get status 400 and {"ok": false, "error": why}; an answer that could not be saved 503;
+every error is JSON, never an HTML page. Request bodies are capped at MAX_BODY bytes.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from importlib import resources
 from flask import Flask, abort, jsonify, request, send_file
 from markupsafe import escape
 
+from relrank.annotate.answers import AnswerNotSaved
 from relrank.annotate.session import AnswerRefused, Session
 
 TOKEN_HEADER = "X-Relrank-Token"
+MAX_BODY = 16 * 1024  # bytes: an answer is a few hundred
 
 
 def create_app(session: Session, token: str = "", annotator: str = "") -> Flask:
     app = Flask("relrank.annotate")
     app.json.sort_keys = False
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     page = resources.files("relrank.annotate").joinpath("page.html").read_text()
 
     @app.before_request
@@ -43,6 +47,19 @@ def create_app(session: Session, token: str = "", annotator: str = "") -> Flask:
     @app.errorhandler(AnswerRefused)
     def refused(error):
         return jsonify(ok=False, error=str(error)), 400
+
+    @app.errorhandler(AnswerNotSaved)
+    def not_saved(error):
+        return jsonify(ok=False, error=str(error)), 503
+
+    @app.errorhandler(413)
+    def too_large(error):
+        return jsonify(ok=False, error=f"the request body is larger than {MAX_BODY} bytes"), 413
+
+    @app.errorhandler(500)
+    def failed(error):  # the traceback goes to the terminal (Flask logs it); the page gets one line
+        cause = getattr(error, "original_exception", None) or error
+        return jsonify(ok=False, error=f"the server failed: {type(cause).__name__}: {cause}"), 500
 
     @app.errorhandler(404)
     def not_found(error):
@@ -106,10 +123,12 @@ def create_app(session: Session, token: str = "", annotator: str = "") -> Flask:
 
     @app.get("/images/<path:name>")
     def image(name: str):
-        try:
-            path = session.folder.path(name)
-        except KeyError:
+        path = session.image_file(name)
+        if path is None:
             abort(404)
-        return send_file(path, max_age=3600)
+        try:
+            return send_file(path, max_age=3600)
+        except OSError:  # deleted between the check and the read
+            abort(404)
 
     return app

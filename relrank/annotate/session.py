@@ -10,6 +10,7 @@ the validation accuracy shown on the page, then on all of them for picking.
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 import time
 import zlib
@@ -17,13 +18,14 @@ import zlib
 import numpy as np
 
 from relrank.annotate.answers import AnswerLog
-from relrank.annotate.folder import Folder
+from relrank.annotate.folder import Folder, decodes
 from relrank.annotate.selection import WARMUP, Selector
 from relrank.data.pairs import Pairs
 
 TARGETS = {"more": 1.0, "less": 0.0, "equal": 0.5}
 OFFERS_KEPT = 512  # outstanding offers remembered per attribute (pages that went away leave theirs behind)
 RATE_WINDOW = 300.0  # seconds over which pairs per minute is measured
+PICK_ATTEMPTS = 1000  # picks tried before the pairs left are taken to involve dropped images only
 
 
 class AnswerRefused(ValueError):
@@ -47,6 +49,8 @@ class Session:
         for answer in log.answers:
             self._count(answer, +1)
         self.times: list[float] = []  # when each answer of this session came
+        self.shown: set[int] = set()  # images served once (they decoded)
+        self.dropped: set[int] = set()  # images that could not be served (deleted or damaged since start-up)
         self.scores: dict[str, np.ndarray] = {}
         self.val_accuracy: dict[str, float] = {}
         self.validated_on: dict[str, int] = {}  # held-out answers the validation accuracy is measured on
@@ -66,6 +70,25 @@ class Session:
         for name in names:
             if name not in self.folder.index:
                 raise AnswerRefused(f"unknown image {name!r}")
+            if self.folder.index[name] in self.dropped:
+                raise AnswerRefused(f"image {name!r} can no longer be read (deleted or damaged); it was dropped")
+
+    def image_file(self, name: str) -> str | None:
+        """The file of an image to serve, or None for a name the folder does not hold or an image that does not
+        decode (deleted or damaged since start-up): that one is dropped from the pool, and named once."""
+        index = self.folder.index.get(name)
+        if index is None or index in self.dropped:
+            return None
+        path = self.folder.path(name)
+        if index not in self.shown:
+            if not decodes(path):
+                with self.lock:
+                    self.dropped.add(index)
+                print(f"dropped {name}: it can no longer be read (deleted or damaged); its pairs are not asked",
+                      file=sys.stderr)
+                return None
+            self.shown.add(index)
+        return path
 
     def _key(self, a: str, b: str) -> frozenset:
         return frozenset((self.folder.index[a], self.folder.index[b]))
@@ -82,9 +105,15 @@ class Session:
         self._check(attr)
         with self.lock:
             offered, answered = self.offered[attr], self.answered[attr]
-            taken = offered if self.repeats else collections.ChainMap(offered, answered)
-            pick = self.selectors[attr].pick(self.scores.get(attr), taken, sum(answered.values()))
-            if pick is None:
+            excluded = {}  # pairs with a dropped image, as picked
+            taken = collections.ChainMap(offered, excluded) if self.repeats else \
+                collections.ChainMap(offered, answered, excluded)
+            for _ in range(PICK_ATTEMPTS):
+                pick = self.selectors[attr].pick(self.scores.get(attr), taken, sum(answered.values()))
+                if pick is None or not self.dropped.intersection(pick):
+                    break
+                excluded[frozenset(pick)] = 0.0
+            if pick is None or self.dropped.intersection(pick):
                 return dict(attr=attr, done=True)
             offered[frozenset(pick)] = time.time()
             while len(offered) > OFFERS_KEPT:
