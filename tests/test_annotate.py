@@ -59,8 +59,8 @@ def api(tmp_path):
     return client, session, tmp_path
 
 
-def ask(client, attr="warm", **params):
-    response = client.get("/api/next", query_string=dict(attr=attr, **params))
+def ask(client, attr="warm", **fields):
+    response = client.post("/api/next", json=dict(attr=attr, **fields))
     assert response.status_code == 200, response.json
     return response.json
 
@@ -126,13 +126,16 @@ def test_bad_requests_are_refused_with_a_reason(api):
         ({"attr": "warm", "a": pair["a"]}, "no string field 'b'"),
     ]
     other = [n for n in session.folder.names if n not in (pair["a"], pair["b"])]
-    cases.append((dict(pair, b=other[0], label="more"), "was not offered"))
+    cases.append((dict(pair, b=other[0], label="more"), "is not on offer to this page"))
     for body, why in cases:
         response = client.post("/api/answer", json=body)
         assert response.status_code == 400 and why in response.json["error"], (body, response.json)
     malformed = client.post("/api/answer", data="{not json", content_type="application/json")
     assert malformed.status_code == 400 and "not a JSON object" in malformed.json["error"]
-    assert client.get("/api/next?attr=colour").status_code == 400
+    assert client.post("/api/next", json={"attr": "colour"}).status_code == 400
+    refused = client.get("/api/next?attr=warm")  # a GET (or HEAD) changes nothing: no pair is taken with it
+    assert refused.status_code == 405 and "POST" in refused.json["error"]
+    assert client.head("/api/next?attr=warm").status_code == 405
     assert client.post("/api/undo", json={}).json == {"ok": False, "error": "nothing to undo"}
     assert client.get("/api/answer").status_code == 405
     assert standing(root) == []  # nothing refused was written
@@ -289,7 +292,7 @@ def test_kill_9_during_a_burst_loses_no_acknowledged_answer(tmp_path):
     def annotate(attr, label):
         while not stop.is_set():
             try:
-                pair = call(f"{base}/api/next?attr={attr}")
+                pair = call(f"{base}/api/next", {"attr": attr})
                 if call(f"{base}/api/answer", dict(pair, label=label)) == {"ok": True}:
                     acknowledged.append((pair["a"], pair["b"], attr, label))
             except Exception:  # noqa: BLE001 - the server was killed mid-request (URLError, IncompleteRead, ...)
@@ -605,6 +608,104 @@ def test_a_key_pressed_while_the_next_pair_loads_is_not_recorded_for_it(tmp_path
         body.send_keys("\ue014")  # now it counts, for the pair on screen
         WebDriverWait(driver, 30).until(lambda d: len(standing(tmp_path)) == 2)
         assert standing(tmp_path)[1][:2] == tuple(second.split("\n")) and standing(tmp_path)[1][3] == "less"
+    finally:
+        driver.quit()
+        process.kill()
+
+
+# -- nothing recorded that was not seen and meant: offers and undo belong to a page (issue 28) -------------------
+
+def test_offers_belong_to_a_page_and_reloads_use_up_nothing(tmp_path, monkeypatch):
+    from relrank.annotate import session as sessions
+
+    make_images(tmp_path, 4)  # 6 pairs
+    client = create_app(open_session(tmp_path)).test_client()
+    first = ask(client, page="tab-a")
+    response = client.post("/api/answer", json=dict(attr="warm", a=first["a"], b=first["b"], label="more", page="tab-b"))
+    assert response.status_code == 400 and "not on offer to this page" in response.json["error"]
+    assert client.post("/api/answer", json=dict(attr="warm", a=first["a"], b=first["b"], label="more",
+                                                page="tab-a")).status_code == 200
+    for _ in range(10):  # a page reloaded again and again holds one offer at a time
+        assert not ask(client, page="tab-a").get("done")
+    others = [ask(client, page=f"tab-{k}") for k in range(4)]  # 5 pairs left: tab-a's and these 4
+    assert ask(client, page="tab-x").get("done")
+    assert client.post("/api/leave", json={"page": "tab-0"}).json == {"ok": True}  # the tab closed
+    assert ask(client, page="tab-x")[("a")] in (others[0]["a"], others[0]["b"])
+    monkeypatch.setattr(sessions, "OFFER_SECONDS", -1.0)  # every offer has expired
+    assert not ask(client, page="tab-y").get("done")
+
+
+def test_undo_retracts_only_what_that_page_and_annotator_gave(tmp_path):
+    make_images(tmp_path, 6)
+    client = create_app(open_session(tmp_path), annotator="server-default").test_client()
+
+    def give(page, annotator, label="more"):
+        pair = ask(client, page=page)
+        assert client.post("/api/answer", json=dict(attr="warm", a=pair["a"], b=pair["b"], label=label,
+                                                    annotator=annotator, page=page)).status_code == 200
+        return pair["a"], pair["b"], "warm", label
+
+    alice_1, bob_1 = give("tab-a", "alice"), give("tab-b", "bob")
+    alice_2 = give("tab-c", "alice", "less")  # alice again, in another tab
+    undone = client.post("/api/undo", json=dict(annotator="alice", page="tab-a")).json["undone"]
+    assert (undone["a"], undone["b"], undone["annotator"]) == (alice_1[0], alice_1[1], "alice")  # not tab-c's later one
+    assert standing(tmp_path) == [bob_1, alice_2]
+    nothing = client.post("/api/undo", json=dict(annotator="alice", page="tab-b"))  # tab-b holds bob's answer only
+    assert nothing.status_code == 400 and nothing.json["error"] == "nothing to undo from this page"
+    rows = list(csv.DictReader(open(tmp_path / "pairs.csv")))
+    assert [r["annotator"] for r in rows] == ["alice", "bob", "alice", "alice"] and rows[-1]["label"] == "undo"
+    assert len(open_session(tmp_path).log.answers) == 2  # a restart reads the same
+    again = dict(attr="warm", a=alice_1[0], b=alice_1[1], label="equal", annotator="alice")
+    assert client.post("/api/answer", json=dict(again, page="tab-b")).status_code == 400  # on offer to tab-a only
+    assert client.post("/api/answer", json=dict(again, page="tab-a")).status_code == 200  # answered again there
+    assert standing(tmp_path) == [bob_1, alice_2, (alice_1[0], alice_1[1], "warm", "equal")]
+
+
+def test_two_tabs_two_annotators_undo_and_reloads_in_a_browser(tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = chromium_driver()
+    make_images(tmp_path, 4)  # 6 pairs
+    process, base = start_server(tmp_path, "--attr=warm", "--strategy=random")
+
+    def open_tab(name):
+        driver.get(base + "/")
+        WebDriverWait(driver, 30).until(lambda d: shown_pair(d))
+        field = driver.find_element(By.ID, "annotator")
+        field.clear()
+        field.send_keys(name + "\n")  # remembered by the browser; Enter leaves the field
+        return driver.current_window_handle
+
+    def answer(handle, key="\ue012"):
+        driver.switch_to.window(handle)
+        before = shown_pair(driver)
+        driver.find_element(By.TAG_NAME, "body").send_keys(key)
+        finished = lambda d: "Every pair" in d.find_element(By.ID, "message").text  # noqa: E731
+        WebDriverWait(driver, 30).until(lambda d: ((now := shown_pair(d)) and now != before) or finished(d))
+        return tuple(before.split("\n"))
+
+    try:
+        tab_a = open_tab("alice")
+        driver.switch_to.new_window("tab")
+        tab_b = open_tab("bob")
+        a_pair, b_pair = answer(tab_a), answer(tab_b, "\ue014")
+        rows = list(csv.DictReader(open(tmp_path / "pairs.csv")))
+        assert [(r["image_a"], r["image_b"], r["annotator"]) for r in rows] == [(*a_pair, "alice"), (*b_pair, "bob")]
+        driver.switch_to.window(tab_a)
+        driver.find_element(By.TAG_NAME, "body").send_keys("u")  # undo in tab A: alice's answer, not bob's later one
+        WebDriverWait(driver, 30).until(lambda d: shown_pair(d) == "\n".join(a_pair))
+        assert standing(tmp_path) == [(*b_pair, "warm", "less")]
+        for _ in range(5):  # reloads of tab B take no pairs for good
+            driver.switch_to.window(tab_b)
+            driver.refresh()
+            WebDriverWait(driver, 30).until(lambda d: shown_pair(d))
+        assert driver.find_element(By.ID, "annotator").get_attribute("value") == "bob"  # remembered
+        assert "Every pair" not in driver.find_element(By.ID, "message").text
+        answered = {answer(tab_b) for _ in range(4)}  # bob answers the 4 pairs left besides tab A's
+        assert len(answered) == 4 and tuple(a_pair) not in answered
+        driver.switch_to.window(tab_b)
+        WebDriverWait(driver, 30).until(lambda d: "Every pair" in d.find_element(By.ID, "message").text)
     finally:
         driver.quit()
         process.kill()

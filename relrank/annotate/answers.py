@@ -109,13 +109,17 @@ class AnswerLog:
             self.answers.append(answer)
         return answer
 
-    def retract(self, annotator: str = "") -> dict | None:
-        """Withdraw `annotator`'s latest standing answer (a recorded `undo` line); None when there is none."""
+    def retract(self, annotator: str = "", answer: dict | None = None) -> dict | None:
+        """Withdraw `annotator`'s latest standing answer, or their latest to the pair and attribute of `answer`
+        (what an `undo` line withdraws, as the builder reads it), with a recorded `undo` line; None when there is
+        none."""
         annotator = self.annotator_of(annotator)
+        wanted = None if answer is None else ({answer["a"], answer["b"]}, answer["attribute"])
         with self.lock:
             for k in range(len(self.answers) - 1, -1, -1):
                 answer = self.answers[k]
-                if answer["annotator"] == annotator:
+                if answer["annotator"] == annotator and (wanted is None or
+                                                         wanted == ({answer["a"], answer["b"]}, answer["attribute"])):
                     self._append(self._line(answer["a"], answer["b"], answer["attribute"], RETRACTION, annotator))
                     return self.answers.pop(k)
         return None

@@ -1,16 +1,20 @@
 """The annotation page and its JSON API (Flask), over a Session.
 
     GET  /                      the page (keyboard and mouse)
-    GET  /api/next?attr=A       {"attr": A, "a": name, "b": name}: the next pair ({"attr": A, "done": true}: none left)
-    POST /api/answer            {"attr", "a", "b", "label": "more"|"less"|"equal"[, "annotator"]} -> {"ok": true}
-                                once on disk (label: how a compares with b)
-    POST /api/skip              {"attr", "a", "b"}: not answered; the pair is withdrawn
-    POST /api/undo              {["annotator"]} -> {"ok": true, "undone": {...}}: the latest answer retracted
+    POST /api/next              {"attr"[, "page"]} -> {"attr": A, "a": name, "b": name}: the next pair, now on offer
+                                ({"attr": A, "done": true}: none left); GET changes nothing, so it is refused
+    POST /api/answer            {"attr", "a", "b", "label": "more"|"less"|"equal"[, "annotator", "page"]}
+                                -> {"ok": true} once on disk (label: how a compares with b)
+    POST /api/skip              {"attr", "a", "b"[, "page"]}: not answered; the pair is withdrawn
+    POST /api/undo              {["annotator", "page"]} -> {"ok": true, "undone": {...}}: the latest answer that
+                                annotator gave from that page retracted
+    POST /api/leave             {"page"}: the page went away; its offers are released
     GET  /api/status            answers per attribute, pairs per minute, the ranker's validation accuracy
     GET  /images/<name>         an image of the folder (only those: names are looked up, never joined to paths)
 
 With a token every request carries it (`?token=` or the header X-Relrank-Token); without, 403.
-Refused requests get status 400 and {"ok": false, "error": why}; an answer that could not be saved 503;
+`page` names a browser tab (the page makes one per tab): offers and undo belong to it; API clients may leave
+it out. Refused requests get status 400 and {"ok": false, "error": why}; an answer that could not be saved 503;
 every error is JSON, never an HTML page. Request bodies are capped at MAX_BODY bytes.
 """
 
@@ -67,7 +71,8 @@ def create_app(session: Session, token: str = "", annotator: str = "") -> Flask:
 
     @app.errorhandler(405)
     def wrong_method(error):
-        return jsonify(ok=False, error=f"{request.method} is not allowed on {request.path}"), 405
+        hint = " (taking a pair changes the session: POST {\"attr\": ...})" if request.path == "/api/next" else ""
+        return jsonify(ok=False, error=f"{request.method} is not allowed on {request.path}{hint}"), 405
 
     def body(*fields: str) -> dict:
         data = request.get_json(silent=True)
@@ -79,10 +84,16 @@ def create_app(session: Session, token: str = "", annotator: str = "") -> Flask:
         return data
 
     def who(data: dict) -> str:
-        name = data.get("annotator", annotator)
+        name = data.get("annotator") or annotator
         if not isinstance(name, str) or len(name) > 100:
             raise AnswerRefused("annotator must be a string of at most 100 characters")
         return name
+
+    def page_of(data: dict) -> str:
+        page = data.get("page", "")
+        if not isinstance(page, str) or len(page) > 100:
+            raise AnswerRefused("page must be a string of at most 100 characters")
+        return page
 
     @app.get("/")
     def index():
@@ -90,31 +101,37 @@ def create_app(session: Session, token: str = "", annotator: str = "") -> Flask:
         # In a data attribute, escaped: names of attributes cannot break out of it.
         return page.replace("{{settings}}", str(escape(json.dumps(settings))))
 
-    @app.get("/api/next")
+    @app.post("/api/next")
     def next_pair():
-        attr = request.args.get("attr") or session.attributes[0]
-        return jsonify(session.next_pair(attr))
+        data = body() if request.data else {}
+        attr = data.get("attr") or session.attributes[0]
+        if not isinstance(attr, str):
+            raise AnswerRefused("attr must be a string")
+        return jsonify(session.next_pair(attr, page_of(data)))
 
     @app.post("/api/answer")
     def answer():
         data = body("attr", "a", "b", "label")
-        session.answer(data["attr"], data["a"], data["b"], data["label"], who(data))
+        session.answer(data["attr"], data["a"], data["b"], data["label"], who(data), page_of(data))
         return jsonify(ok=True)
 
     @app.post("/api/skip")
     def skip():
         data = body("attr", "a", "b")
-        session.skip(data["attr"], data["a"], data["b"])
+        session.skip(data["attr"], data["a"], data["b"], page_of(data))
+        return jsonify(ok=True)
+
+    @app.post("/api/leave")
+    def leave():
+        session.leave(page_of(body("page")))
         return jsonify(ok=True)
 
     @app.post("/api/undo")
     def undo():
-        data = request.get_json(silent=True) if request.data else {}
-        if not isinstance(data, dict):
-            raise AnswerRefused("the request body is not a JSON object")
-        undone = session.undo(who(data))
+        data = body() if request.data else {}
+        undone = session.undo(who(data), page_of(data))
         if undone is None:
-            return jsonify(ok=False, error="nothing to undo"), 400
+            return jsonify(ok=False, error="nothing to undo" + (" from this page" if data.get("page") else "")), 400
         return jsonify(ok=True, undone=undone)
 
     @app.get("/api/status")

@@ -1,7 +1,10 @@
 """An annotation session: the state the server's requests share, and the ranker retraining behind them.
 
 Per attribute it knows the pairs answered (never asked again unless `repeats`) and the pairs on offer (a
-pair is answered only if it was offered: a page cannot record pairs it was never shown). Picking a pair
+pair is answered only if it was offered: a page cannot record pairs it was never shown). An offer belongs
+to the page (a browser tab) that took it: a page holds one per attribute (taking the next releases the
+last, so reloads use up nothing), a page that goes away releases its offers, and an offer not answered
+within OFFER_SECONDS expires. Undo retracts the latest answer given from that page. Picking a pair
 reads the latest scores and never waits for training: a background thread computes the image features
 once, then refits the ranker of an attribute every `retrain_every` new answers, on 4/5 of its answers for
 the validation accuracy shown on the page, then on all of them for picking.
@@ -23,7 +26,8 @@ from relrank.annotate.selection import WARMUP, Selector
 from relrank.data.pairs import Pairs
 
 TARGETS = {"more": 1.0, "less": 0.0, "equal": 0.5}
-OFFERS_KEPT = 512  # outstanding offers remembered per attribute (pages that went away leave theirs behind)
+OFFERS_KEPT = 512  # outstanding offers remembered per attribute
+OFFER_SECONDS = 1800.0  # an offer not answered by then is released
 RATE_WINDOW = 300.0  # seconds over which pairs per minute is measured
 PICK_ATTEMPTS = 1000  # picks tried before the pairs left are taken to involve dropped images only
 
@@ -44,7 +48,8 @@ class Session:
         self.lock = threading.Lock()
         self.selectors = {a: Selector(len(folder.names), strategy, seed + k, warmup=warmup)
                           for k, a in enumerate(self.attributes)}
-        self.offered: dict[str, dict[frozenset, float]] = {a: {} for a in self.attributes}  # index pairs on offer
+        self.offered: dict[str, dict[frozenset, tuple[str, float]]] = {a: {} for a in self.attributes}  # -> page, when
+        self.given: dict[str, list[dict]] = collections.defaultdict(list)  # page -> its answers this session
         self.answered: dict[str, dict[frozenset, int]] = {a: {} for a in self.attributes}  # index pairs -> answers
         for answer in log.answers:
             self._count(answer, +1)
@@ -100,10 +105,19 @@ class Session:
         if not counts[key]:
             del counts[key]
 
-    def next_pair(self, attr: str) -> dict:
-        """The next pair to ask for `attr` ({"a", "b"} names), now on offer; {"done": True} when none is left."""
+    def _release(self, attr: str, page: str) -> None:
+        """Release `page`'s offers for `attr`, and every offer that has expired."""
+        now = time.time()
+        offered = self.offered[attr]
+        for key in [k for k, (by, when) in offered.items() if (page and by == page) or now - when > OFFER_SECONDS]:
+            del offered[key]
+
+    def next_pair(self, attr: str, page: str = "") -> dict:
+        """The next pair to ask for `attr` ({"a", "b"} names), now on offer to `page` (whose earlier offer for
+        `attr` is released; "" for API clients, which may hold many); {"done": True} when none is left."""
         self._check(attr)
         with self.lock:
+            self._release(attr, page)
             offered, answered = self.offered[attr], self.answered[attr]
             excluded = {}  # pairs with a dropped image, as picked
             taken = collections.ChainMap(offered, excluded) if self.repeats else \
@@ -115,40 +129,58 @@ class Session:
                 excluded[frozenset(pick)] = 0.0
             if pick is None or self.dropped.intersection(pick):
                 return dict(attr=attr, done=True)
-            offered[frozenset(pick)] = time.time()
+            offered[frozenset(pick)] = (page, time.time())
             while len(offered) > OFFERS_KEPT:
                 offered.pop(next(iter(offered)))
         return dict(attr=attr, a=self.folder.names[pick[0]], b=self.folder.names[pick[1]])
 
-    def answer(self, attr: str, a: str, b: str, label: str, annotator: str = "") -> dict:
-        """Record an answer to an offered pair (on disk when this returns)."""
+    def answer(self, attr: str, a: str, b: str, label: str, annotator: str = "", page: str = "") -> dict:
+        """Record an answer to a pair on offer to `page` (on disk when this returns)."""
         self._check(attr, a, b)
         if label not in TARGETS:
             raise AnswerRefused(f"label {label!r} is not more, less or equal")
         key = self._key(a, b)
         with self.lock:
-            if key not in self.offered[attr]:
-                raise AnswerRefused(f"{a!r} vs {b!r} was not offered for {attr!r} (ask /api/next for a pair)")
+            offer = self.offered[attr].get(key)
+            if offer is None or offer[0] != page:
+                raise AnswerRefused(f"{a!r} vs {b!r} is not on offer to this page for {attr!r} (it expired, was "
+                                    f"taken by another page, or never offered): ask /api/next for a pair")
             answer = self.log.add(a, b, attr, label, annotator)
             del self.offered[attr][key]
             self._count(answer, +1)
+            self.given[page].append(answer)
             self.times.append(time.time())
         self._wake.set()
         return answer
 
-    def skip(self, attr: str, a: str, b: str) -> None:
-        """Withdraw an offered pair without answering it (it may be offered again later)."""
+    def skip(self, attr: str, a: str, b: str, page: str = "") -> None:
+        """Withdraw a pair on offer to `page` without answering it (it may be offered again later)."""
         self._check(attr, a, b)
         with self.lock:
-            self.offered[attr].pop(self._key(a, b), None)
+            key = self._key(a, b)
+            if self.offered[attr].get(key, ("",))[0] == page:
+                self.offered[attr].pop(key, None)
 
-    def undo(self, annotator: str = "") -> dict | None:
-        """Retract `annotator`'s latest answer; its pair is on offer again (the page asks it again)."""
+    def leave(self, page: str) -> None:
+        """A page went away (its tab closed): its offers are released."""
         with self.lock:
-            answer = self.log.retract(annotator)
+            for attr in self.attributes:
+                self._release(attr, page)
+
+    def undo(self, annotator: str = "", page: str = "") -> dict | None:
+        """Retract the latest answer `annotator` gave from `page` (from a page: only its own answers of this
+        session; without: the annotator's latest in pairs.csv). Its pair is on offer to `page` again."""
+        with self.lock:
+            if page:
+                given = self.given[page]
+                mine = [k for k, g in enumerate(given) if g["annotator"] == self.log.annotator_of(annotator)]
+                answer = self.log.retract(annotator, given.pop(mine[-1])) if mine else None
+            else:
+                answer = self.log.retract(annotator)
             if answer is not None:
                 self._count(answer, -1)
-                self.offered[answer["attribute"]][self._key(answer["a"], answer["b"])] = time.time()
+                self._release(answer["attribute"], page)
+                self.offered[answer["attribute"]][self._key(answer["a"], answer["b"])] = (page, time.time())
                 if self.times:
                     self.times.pop()
         return answer
