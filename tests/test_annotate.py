@@ -709,3 +709,92 @@ def test_two_tabs_two_annotators_undo_and_reloads_in_a_browser(tmp_path):
     finally:
         driver.quit()
         process.kill()
+
+
+# -- active selection that says what it does (issue 28) -----------------------------------------------------------
+
+def test_an_undecodable_image_gets_no_feature_and_the_rest_do(tmp_path, monkeypatch):
+    from relrank.annotate import features
+
+    names = make_images(tmp_path, 5)
+    with open(tmp_path / names[2], "r+b") as f:  # a valid header, the data cut short
+        f.truncate(60)
+    monkeypatch.setattr(features, "CHUNK", 2)
+    monkeypatch.setattr(features, "SAVE_EVERY", 2)
+    paths = [str(tmp_path / n) for n in names]
+    calls = []
+
+    def stop_after_two_chunks(done, total):  # the server stops while features are computed
+        calls.append((done, total))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        features.compute_features(paths, "", "efficientnet_lite0", 64, stop_after_two_chunks)
+    calls.clear()
+    table = features.compute_features(paths, "", "efficientnet_lite0", 64, lambda done, total: calls.append(total))
+    assert calls[-1] == 2  # the restart computed only what the first run had not saved: images 5, and 3 again
+    assert np.isnan(table[2]).all() and np.isfinite(np.delete(table, 2, axis=0)).all()
+    fresh = features.compute_features(paths, "", "efficientnet_lite0", 64, cache=False)
+    np.testing.assert_allclose(np.delete(table, 2, axis=0), np.delete(fresh, 2, axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_images_without_features_are_dropped_and_the_terminal_hears_each_change(tmp_path, capsys):
+    names = make_images(tmp_path, 5)
+    table = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    table[1] = np.nan
+
+    def features(progress):
+        progress(3, 5)
+        progress(5, 5)
+        return table
+
+    session = open_session(tmp_path, strategy="active", features=features, retrain_every=2, warmup=2)
+    deadline = time.time() + 30
+    while "waiting for answers" not in session.ranker_state and time.time() < deadline:
+        time.sleep(0.05)
+    client = create_app(session).test_client()
+    for _ in range(6):  # 6 pairs among the 4 images left
+        pair = ask(client)
+        assert names[1] not in (pair["a"], pair["b"])
+        assert client.post("/api/answer", json=dict(attr="warm", a=pair["a"], b=pair["b"], label="more")).status_code == 200
+    assert ask(client).get("done")
+    deadline = time.time() + 30
+    while "refitted" not in session.ranker_state and time.time() < deadline:
+        time.sleep(0.05)
+    session.close()
+    err = capsys.readouterr().err
+    for line in ("ranker: computing image features 3/5", "ranker: computing image features 5/5",
+                 f"dropped {names[1]}: it cannot be read", "ranker: features ready (1 image(s) dropped); waiting",
+                 "ranker: refitted warm on"):
+        assert line in err, (line, err)
+
+
+@pytest.mark.parametrize("problem", ["weights of another model", "a stale feature cache", "an unwritable cache"])
+def test_feature_sources_are_checked_before_serving(tmp_path, monkeypatch, capsys, problem):
+    from relrank.annotate import features
+    from relrank.cli import main
+
+    make_images(tmp_path / "photos", 3)
+    flags = [f"--images={tmp_path / 'photos'}", "--attr=warm", "--no_browser", "--port=0"]
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RELRANK_CACHE", str(cache))
+    if problem == "weights of another model":
+        from safetensors.numpy import save_file
+        save_file({"conv1.weight": np.zeros((4, 3, 3, 3), np.float32)}, str(tmp_path / "other.safetensors"))
+        flags.append(f"--weights={tmp_path / 'other.safetensors'}")
+        message = "other.safetensors: no tensor"
+    elif problem == "a stale feature cache":
+        config = features.feature_config("", "efficientnet_lite0")
+        path, key = features.cache_file(config)
+        from relrank.train.cached_features import write_cache
+        write_cache(path, {**key, "image_size": 999}, np.zeros((0,), np.int64), np.zeros((0, 1280), np.float32))
+        message = "is stale"
+    else:
+        cache.mkdir()
+        cache.chmod(0o500)
+        if os.access(cache, os.W_OK):  # root ignores permissions: use a path under a file instead
+            monkeypatch.setenv("RELRANK_CACHE", str(tmp_path / "photos" / "shape_00.png" / "cache"))
+        message = "is not writable"
+    assert main(["annotate", *flags]) == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]

