@@ -798,3 +798,31 @@ def test_feature_sources_are_checked_before_serving(tmp_path, monkeypatch, capsy
         message = "is not writable"
     assert main(["annotate", *flags]) == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+# -- small projects (issue 28) ------------------------------------------------------------------------------------
+
+def test_a_small_folder_trains_with_its_recipe_and_the_accuracy_says_how_few_pairs_it_rests_on(tmp_path, capsys):
+    from relrank.cli import train_main
+
+    names = make_images(tmp_path / "photos", 36)
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "photos" / "pairs.csv", "w") as f:
+        f.write("image_a,image_b,attribute,label\n")
+        for _ in range(300):
+            i, j = rng.choice(36, 2, replace=False)
+            f.write(f"{names[i]},{names[j]},warm,{'more' if i > j else 'less'}\n")
+    code = train_main(["--dataset=pairs_csv", f"--manual_dir={tmp_path / 'photos'}", f"--data_dir={tmp_path / 'tfds'}",
+                       "--attr=warm", "--recipe=scratch", "--epochs=1", f"--workdir={tmp_path / 'run'}"])
+    out, err = capsys.readouterr()
+    assert code in (0, 3), err[-2000:]  # trained (learning or not: 1 epoch), never refused for its batch
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert 2 <= config["batch_images"] <= 29  # no more than the folder's training images
+    n = summary["test_pairs"]["warm"]
+    assert 0 < n < 100 and f"on {n} test pairs" in out
+    assert f"warning: few test pairs (warm {n}): one pair moves the accuracy by {100 / n:.1f} points" in err
+    from relrank.cli import main
+
+    assert main(["evaluate", f"--workdir={tmp_path / 'run'}"]) == 0
+    assert f"warning: few test pairs that are not ties (warm {n}): one pair moves the accuracy" in capsys.readouterr().err

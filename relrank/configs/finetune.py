@@ -33,7 +33,7 @@ def get_config(dataset: str, pairs=None, steps: int = STEPS) -> dict:
     groups = name != "sparse pairs"
     config = dict(weights="efficientnet_lite0", image_size=IMAGE_SIZE, load_size=round(IMAGE_SIZE * 1.1),
                   crop_min_scale=0.7, flip=True, color_jitter=0.0, dropout=0.2, zero_head=True,
-                  batch_images=scratch.GROUP_IMAGES if groups else 0,
+                  batch_images=scratch.group_images(scratch.GROUP_IMAGES, pairs) if groups else 0,
                   batch_pairs=min(SPARSE_BATCH_PAIRS, pairs.rows) if pairs else SPARSE_BATCH_PAIRS,
                   optimizer="adamw", schedule="cosine", warmup_fraction=0.05, weight_decay=1e-4,
                   backbone_lr=3e-4, head_lr=3e-3)

@@ -58,11 +58,17 @@ def epochs(name: str, pairs) -> int | None:
     return max(1, round(min(max(SPARSE_EPOCHS * per_epoch, low), high) / per_epoch))
 
 
+def group_images(batch_images: int, pairs) -> int:
+    """`batch_images`, but never more than the images the training pairs hold (a small folder's)."""
+    return batch_images if pairs is None or not batch_images else max(2, min(batch_images, pairs.images))
+
+
 def get_config(dataset: str, pairs=None) -> dict:
     name = regime(dataset, pairs)
     config = dict(model="vgg_cpu", image_size=64, load_size=72, crop_min_scale=0.35, flip=True, color_jitter=0.1,
-                  zero_head=True, batch_pairs=min(BATCH_PAIRS, pairs.rows) if pairs else BATCH_PAIRS, optimizer="adamw", schedule="cosine", warmup_fraction=0.05,
-                  weight_decay=0.05, **REGIMES[name])
+                  zero_head=True, batch_pairs=min(BATCH_PAIRS, pairs.rows) if pairs else BATCH_PAIRS,
+                  optimizer="adamw", schedule="cosine", warmup_fraction=0.05, weight_decay=0.05, **REGIMES[name])
+    config["batch_images"] = group_images(config["batch_images"], pairs)
     n = epochs(name, pairs)
     if n:
         config.update(epochs=n, eval_every_epochs=max(1, round(n / EVALUATIONS)))

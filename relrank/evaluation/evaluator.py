@@ -15,6 +15,8 @@ import numpy as np
 from relrank.data.pairs import Pairs
 from relrank.evaluation.accuracy import accuracy_per_attribute
 
+FEW_TEST_PAIRS = 100  # pairs (ties aside) below which an accuracy says little: train and evaluate warn
+
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
@@ -32,8 +34,10 @@ class Evaluation:
         return float(np.mean(evaluated)) if evaluated else math.nan
 
     def rows(self) -> list[dict]:
-        """One row per attribute: attr, accuracy, num_pairs, num_images."""
+        """One row per attribute: attr, accuracy, num_pairs, counted_pairs (the ordered ones the accuracy counts),
+        num_images."""
         return [dict(attr=attr, accuracy=value, num_pairs=len(self.pairs[attr]),
+                     counted_pairs=int(np.sum(self.pairs[attr].target != 0.5)),
                      num_images=len(self.pairs[attr].images())) for attr, value in self.accuracy.items()]
 
 

@@ -290,6 +290,7 @@ class Training:
             result = evaluate(functools.partial(self.score, desc=f"scoring {name}"), split.images, split.pairs)
             scores_of[name] = result.scores
             row[f"{name}_accuracy"] = result.mean
+            row[f"{name}_pairs"] = {attr: int(np.sum(p.target != 0.5)) for attr, p in split.pairs.items()}  # counted
             if len(result.accuracy) > 1:
                 row[f"{name}_accuracy_per_attr"] = result.accuracy
         val = (row["val_accuracy"], self.val_pairs) if "val_accuracy" in row else None

@@ -85,6 +85,7 @@ def pool_seeds(rows: list[dict]) -> list[dict]:
         accuracy = [r["accuracy"] for r in members]
         pooled.append(dict(dataset=dataset, attr=attr, seeds=[r["seed"] for r in members],
                            workdirs=[r["workdir"] for r in members], num_pairs=members[0]["num_pairs"],
+                           counted_pairs=members[0].get("counted_pairs"),
                            mean=float(np.mean(accuracy)), std=float(np.std(accuracy)),
                            steps=sorted({r["step"] for r in members}),
                            did_not_learn=sum(bool(r["did_not_learn"]) for r in members),
