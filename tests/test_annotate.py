@@ -826,3 +826,16 @@ def test_a_small_folder_trains_with_its_recipe_and_the_accuracy_says_how_few_pai
 
     assert main(["evaluate", f"--workdir={tmp_path / 'run'}"]) == 0
     assert f"warning: few test pairs that are not ties (warm {n}): one pair moves the accuracy" in capsys.readouterr().err
+
+
+def test_a_decompression_bomb_is_named_as_such_and_one_answer_is_singular(tmp_path, monkeypatch, capsys):
+    make_images(tmp_path, 3)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 = 4,096 > 2 x 1,000: PIL refuses it
+    folder = folders.open_folder(str(tmp_path))
+    assert "huge.png" not in folder.names
+    assert "skipping 1 image(s) too large to decode safely (over 2,000 pixels: decompression bombs?): huge.png" \
+        in capsys.readouterr().err
+    from relrank.cli.annotate import _answers
+
+    assert (_answers(1), _answers(0), _answers(2)) == ("1 answer", "0 answers", "2 answers")

@@ -57,6 +57,17 @@ def readable(path: str) -> bool:
         return False
 
 
+def too_large(path: str) -> bool:
+    """Whether PIL refuses the file as a decompression bomb (more pixels than it will decode)."""
+    try:
+        with Image.open(path):
+            return False
+    except Image.DecompressionBombError:
+        return True
+    except Exception:  # noqa: BLE001 - unreadable for another reason: `readable` names it
+        return False
+
+
 def decodes(path: str) -> bool:
     """Whether the whole image decodes (a truncated file with a good header does not; JPEGs are decoded at a
     reduced scale, which reads all their data): checked before an image is first served."""
@@ -76,8 +87,12 @@ def open_folder(root: str) -> Folder:
     images_root = images_folder(root)
     known, refused = image_names(images_root)
     candidates = sorted(n for n in known if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
-    good = [n for n in candidates if readable(os.path.join(images_root, n))]
-    bad = sorted(set(candidates) - set(good)) + sorted(refused)
+    bombs = [n for n in candidates if too_large(os.path.join(images_root, n))]
+    if bombs:
+        print(f"skipping {len(bombs)} image(s) too large to decode safely (over {Image.MAX_IMAGE_PIXELS * 2:,} pixels: "
+              f"decompression bombs?): {', '.join(bombs[:10])}", file=sys.stderr)
+    good = [n for n in candidates if n not in bombs and readable(os.path.join(images_root, n))]
+    bad = sorted(set(candidates) - set(good) - set(bombs)) + sorted(refused)
     if bad:
         shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         print(f"skipping {len(bad)} unreadable image file(s) or links out of the folder in {images_root}: {shown}",

@@ -57,6 +57,10 @@ def parser(prog: str = "relrank annotate") -> argparse.ArgumentParser:
     return parser
 
 
+def _answers(n: int) -> str:
+    return f"{n} answer{'' if n == 1 else 's'}"
+
+
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -152,7 +156,7 @@ def main(argv: list[str], prog: str = "relrank annotate") -> None:
     url = f"http://{args.host}:{port}/" + (f"?token={token}" if token else "")
     counts = session.status()["answers"]
     print(f"annotating {len(session.folder.names)} images of {session.folder.images_root} for "
-          f"{', '.join(f'{a} ({counts.get(a, 0)} answers so far)' for a in session.attributes)}; answers go to "
+          f"{', '.join(f'{a} ({_answers(counts.get(a, 0))} so far)' for a in session.attributes)}; answers go to "
           f"{session.folder.pairs_csv}\nopen {url}   (Ctrl-C stops; nothing answered is lost)", file=sys.stderr)
     sys.stderr.flush()
     if not args.no_browser:
