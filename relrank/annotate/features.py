@@ -91,21 +91,18 @@ def compute_features(paths: list[str], model: str = RANDOM_MODEL, weights: str |
             pixels = [_pixels(paths[r], config.image_size) for r in rows]
             good = [k for k, p in enumerate(pixels) if p is not None]
             if good:
-                computed = apply_in_batches(lambda x: extract(params, sharding.put_images(x, mesh)),
-                                            np.stack([pixels[k] for k in good]), config.eval_batch_images,
-                                            desc=None, multiple=mesh.size)
                 new_ids.append(ids[rows[good]])
-                new.append(computed)
-            if table is None and good:
-                table = np.zeros((0, new[0].shape[1]), np.float32)
+                new.append(apply_in_batches(lambda x: extract(params, sharding.put_images(x, mesh)),
+                                            np.stack([pixels[k] for k in good]), config.eval_batch_images,
+                                            desc=None, multiple=mesh.size))
             done = start + len(rows)
-            if cache and new and (done % SAVE_EVERY < CHUNK or done == len(missing)):  # a restart continues here
-                cached_ids, table = np.concatenate([cached_ids, *new_ids]), np.concatenate([table, *new])
+            if new and (done % SAVE_EVERY < CHUNK or done == len(missing)):  # a restart continues from here
+                cached_ids = np.concatenate([cached_ids, *new_ids])
+                table = np.concatenate(new if table is None else [table, *new])
                 new_ids, new = [], []
-                write_cache(path, key, cached_ids, table)
+                if cache:
+                    write_cache(path, key, cached_ids, table)
             progress(done, len(missing))
-        if new:
-            cached_ids, table = np.concatenate([cached_ids, *new_ids]), np.concatenate([table, *new])
     if table is None:  # not one image decodes
         return np.full((len(paths), 1), np.nan, np.float32)
     row_of = {int(i): r for r, i in enumerate(cached_ids)}

@@ -47,25 +47,17 @@ class Folder:
         return {n: i for i, n in enumerate(self.names)}
 
 
-def readable(path: str) -> bool:
-    """Whether PIL recognises the file as an image (its header; decoding errors show when it is shown)."""
+def header_problem(path: str) -> str:
+    """'' when PIL recognises the file as an image (its header; decoding errors show when it is shown), else
+    'bomb' (more pixels than PIL will decode) or 'unreadable'."""
     try:
         with Image.open(path) as image:
             image.size
-        return True
-    except Exception:  # noqa: BLE001 - any failure means: not an image we can show
-        return False
-
-
-def too_large(path: str) -> bool:
-    """Whether PIL refuses the file as a decompression bomb (more pixels than it will decode)."""
-    try:
-        with Image.open(path):
-            return False
+        return ""
     except Image.DecompressionBombError:
-        return True
-    except Exception:  # noqa: BLE001 - unreadable for another reason: `readable` names it
-        return False
+        return "bomb"
+    except Exception:  # noqa: BLE001 - any other failure means: not an image we can show
+        return "unreadable"
 
 
 def decodes(path: str) -> bool:
@@ -87,12 +79,13 @@ def open_folder(root: str) -> Folder:
     images_root = images_folder(root)
     known, refused = image_names(images_root)
     candidates = sorted(n for n in known if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
-    bombs = [n for n in candidates if too_large(os.path.join(images_root, n))]
+    problems = {n: header_problem(os.path.join(images_root, n)) for n in candidates}
+    good = [n for n in candidates if not problems[n]]
+    bombs = [n for n in candidates if problems[n] == "bomb"]
     if bombs:
         print(f"skipping {len(bombs)} image(s) too large to decode safely (over {Image.MAX_IMAGE_PIXELS * 2:,} pixels: "
               f"decompression bombs?): {', '.join(bombs[:10])}", file=sys.stderr)
-    good = [n for n in candidates if n not in bombs and readable(os.path.join(images_root, n))]
-    bad = sorted(set(candidates) - set(good) - set(bombs)) + sorted(refused)
+    bad = [n for n in candidates if problems[n] == "unreadable"] + sorted(refused)
     if bad:
         shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         print(f"skipping {len(bad)} unreadable image file(s) or links out of the folder in {images_root}: {shown}",

@@ -29,7 +29,7 @@ def parser(prog: str = "relrank evaluate") -> argparse.ArgumentParser:
 def main(argv: list[str], prog: str = "relrank evaluate") -> None:
     args = parser(prog).parse_args(argv)  # before the imports, which load JAX: --help stays quick
     from relrank.run.finished import find_runs
-    from relrank.evaluation.evaluator import FEW_TEST_PAIRS
+    from relrank.evaluation.evaluator import few_pairs_warning
     from relrank.use.results import dataset_means, evaluate_run, pool_seeds
 
     results = [row for run in find_runs(args.workdir)
@@ -61,8 +61,6 @@ def main(argv: list[str], prog: str = "relrank evaluate") -> None:
             print(f"{g['dataset']}/{g['attr']}: nothing to evaluate: every {args.split} pair is a tie (ties are skipped)")
     for workdir, why in sorted({(r["workdir"], r["did_not_learn"]) for r in results if r["did_not_learn"]}):
         print(f"{workdir}: did not learn: {why}")
-    few = [g for g in groups if 0 < (g["counted_pairs"] or FEW_TEST_PAIRS) < FEW_TEST_PAIRS]
-    if few:
-        shown = ", ".join(f"{g['attr']} {g['counted_pairs']}" for g in few)
-        print(f"warning: few {args.split} pairs that are not ties ({shown}): one pair moves the accuracy by "
-              f"{100 / min(g['counted_pairs'] for g in few):.1f} points, so it says little", file=sys.stderr)
+    warning = few_pairs_warning({g["attr"]: g["counted_pairs"] for g in groups}, f"{args.split} pairs that are not ties")
+    if warning:
+        print(warning, file=sys.stderr)

@@ -199,7 +199,7 @@ def print_result(config: Config, summary: dict, what: str, workdir: str, details
     if not math.isfinite(accuracy):
         print(f"{config.dataset}/{config.attr}: nothing to evaluate, every test pair is a tie{details} -> {workdir}")
         return
-    from relrank.evaluation.evaluator import FEW_TEST_PAIRS
+    from relrank.evaluation.evaluator import few_pairs_warning
 
     per_attr = summary.get("test_accuracy_per_attr")
     counted = summary.get("test_pairs") or {}
@@ -211,9 +211,6 @@ def print_result(config: Config, summary: dict, what: str, workdir: str, details
         print(f"{config.dataset}/{len(per_attr)} attributes: mean {what} {accuracy:.2f}%{details} -> {workdir}")
     else:
         print(f"{config.dataset}/{config.attr}: {what} {accuracy:.2f}%{on(config.attr)}{details} -> {workdir}")
-    few = {attr: n for attr, n in counted.items() if 0 < n < FEW_TEST_PAIRS}
-    if few:
-        shown = ", ".join(f"{attr} {n}" for attr, n in few.items())
-        print(f"warning: few test pairs ({shown}): one pair moves the accuracy by {100 / min(few.values()):.1f} "
-              f"points, so it says little; annotate more, or hold out more images (the split column, "
-              f"--val_fraction)", file=sys.stderr)
+    warning = few_pairs_warning(counted)
+    if warning:
+        print(f"{warning}; annotate more, or hold out more images (the split column, --val_fraction)", file=sys.stderr)

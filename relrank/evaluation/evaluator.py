@@ -18,6 +18,16 @@ from relrank.evaluation.accuracy import accuracy_per_attribute
 FEW_TEST_PAIRS = 100  # pairs (ties aside) below which an accuracy says little: train and evaluate warn
 
 
+def few_pairs_warning(counted: dict[str, int], what: str = "test pairs") -> str:
+    """The warning for attributes measured on fewer than FEW_TEST_PAIRS pairs ({attr: pairs, ties aside}), or ''."""
+    few = {attr: n for attr, n in counted.items() if n and n < FEW_TEST_PAIRS}
+    if not few:
+        return ""
+    shown = ", ".join(f"{attr} {n}" for attr, n in few.items())
+    return (f"warning: few {what} ({shown}): one pair moves the accuracy by {100 / min(few.values()):.1f} points, "
+            f"so it says little")
+
+
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
     """Pair accuracy (%) per attribute (nan where every pair is a tie), the scores it was computed from
